@@ -1,0 +1,25 @@
+"""otel-sentry-bridge: OpenTelemetry spans -> Sentry transactions, zero-code.
+
+Zero-code: install, set ``SENTRY_DSN`` and run ``opentelemetry-instrument python app.py``.
+In code::
+
+    from otel_sentry_bridge import SentrySpanProcessor
+    provider.add_span_processor(SentrySpanProcessor())
+"""
+
+from .config import SETTINGS, BridgeConfig, load_config
+from .exporter import SentrySpanExporter
+from .processor import SentrySpanProcessor
+from .redis_hooks import redis_request_hook, redis_response_hook
+from .version import __version__
+
+__all__ = [
+    "SETTINGS",
+    "BridgeConfig",
+    "SentrySpanExporter",
+    "SentrySpanProcessor",
+    "__version__",
+    "load_config",
+    "redis_request_hook",
+    "redis_response_hook",
+]

@@ -1,0 +1,9 @@
+"""Pure mapping core: finished OpenTelemetry spans + settings -> Sentry payload dicts.
+
+No I/O, no clock, no ``sentry_sdk`` here. The only entry points are re-exported below.
+"""
+
+from .spans import MappingContext
+from .transactions import MappedTransaction, build_transaction
+
+__all__ = ["MappedTransaction", "MappingContext", "build_transaction"]

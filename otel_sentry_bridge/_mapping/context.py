@@ -1,0 +1,163 @@
+"""Event-level context: resource, user, tags, request (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..conventions import Attr, Res
+from .scrub import filter_headers, scrub_target, split_url
+from .spans import MappingContext
+from .values import Attrs, clean_attrs, first, first_int, first_str, tag_key, tag_value
+
+MAX_TAGS = 200
+
+
+def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
+    """release, environment, server_name (settings win) and runtime/os/otel contexts."""
+    out: dict[str, Any] = {}
+    release = ctx.release or first_str(resource, (Res.SERVICE_VERSION,))
+    if release:
+        out["release"] = release
+    out["environment"] = (
+        ctx.environment or first_str(resource, Res.ENVIRONMENT) or "production"
+    )
+    server = ctx.server_name or first_str(resource, (Res.HOST_NAME,))
+    if server:
+        out["server_name"] = server
+    contexts: dict[str, Any] = {}
+    if resource:
+        contexts["otel"] = {"resource": clean_attrs(resource)}
+    runtime_name = first_str(resource, (Res.RUNTIME_NAME,))
+    if runtime_name:
+        runtime: dict[str, Any] = {"name": runtime_name}
+        version = first_str(resource, (Res.RUNTIME_VERSION,))
+        if version:
+            runtime["version"] = version
+        raw = first_str(resource, (Res.RUNTIME_DESCRIPTION,))
+        if raw:
+            runtime["raw_description"] = raw
+        contexts["runtime"] = runtime
+    os_type = first_str(resource, (Res.OS_TYPE,))
+    if os_type:
+        os_ctx: dict[str, Any] = {"name": os_type}
+        version = first_str(resource, (Res.OS_VERSION,))
+        if version:
+            os_ctx["version"] = version
+        raw = first_str(resource, (Res.OS_DESCRIPTION,))
+        if raw:
+            os_ctx["raw_description"] = raw
+        contexts["os"] = os_ctx
+    out["contexts"] = contexts
+    return out
+
+
+def collect_user(attr_sets: Iterable[Attrs], ctx: MappingContext) -> dict[str, Any] | None:
+    """Sentry ``user`` from ``enduser.*``/``user.*``; the first set (the root) wins per field."""
+    user: dict[str, Any] = {}
+    for attrs in attr_sets:
+        for field, keys in (
+            ("id", Attr.USER_ID),
+            ("email", Attr.USER_EMAIL),
+            ("username", Attr.USER_NAME),
+        ):
+            if field not in user:
+                value = first_str(attrs, keys)
+                if value:
+                    user[field] = value[:512]
+        if "roles" not in user:
+            roles = first(attrs, Attr.USER_ROLES)
+            if isinstance(roles, str) and roles:
+                user["roles"] = [r.strip() for r in roles.split(",") if r.strip()]
+            elif isinstance(roles, (list, tuple)) and roles:
+                user["roles"] = [str(r) for r in roles]
+        if ctx.send_pii and "ip_address" not in user:
+            ip = first_str(attrs, Attr.CLIENT_ADDRESS)
+            if ip:
+                user["ip_address"] = ip
+    if not user:
+        return None
+    roles = user.pop("roles", None)
+    if roles:
+        user["data"] = {"roles": roles}
+    return user
+
+
+def collect_tags(attr_sets: Iterable[Attrs], ctx: MappingContext) -> dict[str, str]:
+    """Tags from ``sentry.tag.*`` attributes and ``SENTRY_BRIDGE_TAG_ATTRIBUTES``; root wins."""
+    tags: dict[str, str] = {}
+    prefix = Attr.SENTRY_TAG_PREFIX
+    wanted = ctx.tag_attributes
+    for attrs in attr_sets:
+        for key, value in attrs.items():
+            if key.startswith(prefix):
+                name = tag_key(key[len(prefix):])
+            elif key in wanted:
+                name = tag_key(key)
+            else:
+                continue
+            if name is None or name in tags or len(tags) >= MAX_TAGS:
+                continue
+            text = tag_value(value)
+            if text is not None:
+                tags[name] = text
+    return tags
+
+
+def request_interface(attrs: Attrs, ctx: MappingContext) -> dict[str, Any] | None:
+    """The ``request`` interface of an http.server root, with secrets removed."""
+    method = first_str(attrs, Attr.HTTP_METHOD)
+    if method is None:
+        return None
+    request: dict[str, Any] = {"method": method.upper()}
+    scheme = first_str(attrs, Attr.URL_SCHEME) or "http"
+    host = first_str(attrs, Attr.SERVER_ADDRESS)
+    port = first_int(attrs, Attr.SERVER_PORT)
+    target = first_str(attrs, Attr.HTTP_TARGET)
+    path = first_str(attrs, Attr.URL_PATH)
+    query = first_str(attrs, Attr.URL_QUERY)
+    full = first_str(attrs, Attr.URL_FULL)
+    if target and not path:
+        path, _, query_from_target = target.partition("?")
+        query = query or query_from_target or None
+    url: str | None = None
+    if full:
+        url, full_query, _ = split_url(full)
+        query = query or full_query or None
+    elif host and path is not None:
+        netloc = host
+        if ":" not in host and port and (scheme, port) not in (("http", 80), ("https", 443)):
+            netloc = f"{host}:{port}"
+        url = f"{scheme}://{netloc}{path}"
+    elif path:
+        url = path
+    if url:
+        request["url"] = scrub_target(url, False)
+    if query and ctx.send_pii:
+        request["query_string"] = query
+    headers: dict[str, str] = {}
+    prefix = Attr.HTTP_REQUEST_HEADER_PREFIX
+    for key, value in attrs.items():
+        if key.startswith(prefix):
+            name = "-".join(p.capitalize() for p in key[len(prefix):].replace("_", "-").split("-"))
+            text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            headers[name] = text
+    agent = first_str(attrs, Attr.USER_AGENT)
+    if agent and "User-Agent" not in headers:
+        headers["User-Agent"] = agent
+    if host and "Host" not in headers:
+        headers["Host"] = host if not port or ":" in host else f"{host}:{port}"
+    if headers:
+        request["headers"] = filter_headers(headers, ctx.send_pii)
+    env: dict[str, str] = {}
+    if host:
+        env["SERVER_NAME"] = host
+    if port:
+        env["SERVER_PORT"] = str(port)
+    if ctx.send_pii:
+        ip = first_str(attrs, Attr.CLIENT_ADDRESS)
+        if ip:
+            env["REMOTE_ADDR"] = ip
+    if env:
+        request["env"] = env
+    return request

@@ -1,0 +1,235 @@
+"""One finished OpenTelemetry span -> one Sentry span dict (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from ..config import BridgeConfig
+from ..conventions import REDIS_CACHE_GET, REDIS_CACHE_PUT, REDIS_CACHE_REMOVE, Attr, Op
+from . import ops
+from .scrub import scrub_data
+from .status import VALID_STATUS, derive_status
+from .values import clean_attrs, first_str, hex_span, hex_trace, seconds
+
+SentrySpan = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """What the pure mapping needs from the settings, computed once."""
+
+    send_pii: bool = False
+    tag_attributes: tuple[str, ...] = ()
+    max_spans: int = 1000
+    drop_connect_spans: bool = False
+    redis_cache_spans: bool = True
+    cache_prefixes: tuple[str, ...] = ()
+    release: str | None = None
+    environment: str | None = None
+    server_name: str | None = None
+    own_host: str | None = None
+    own_port: int | None = None
+    sdk_version: str = "0"
+
+    @classmethod
+    def from_config(cls, cfg: BridgeConfig, sdk_version: str) -> MappingContext:
+        """Derive the mapping context (including the DSN's host and port) from settings."""
+        host: str | None = None
+        port: int | None = None
+        if cfg.dsn:
+            try:
+                parts = urlsplit(cfg.dsn)
+                host = parts.hostname
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                host = None
+        return cls(
+            send_pii=cfg.send_default_pii,
+            tag_attributes=cfg.tag_attributes,
+            max_spans=cfg.max_spans,
+            drop_connect_spans=cfg.drop_connect_spans,
+            redis_cache_spans=cfg.redis_cache_spans,
+            cache_prefixes=cfg.cache_prefixes,
+            release=cfg.release,
+            environment=cfg.environment,
+            server_name=cfg.server_name,
+            own_host=host,
+            own_port=port,
+            sdk_version=sdk_version,
+        )
+
+
+def raw_attributes(span: ReadableSpan) -> dict[str, Any]:
+    """A plain-dict copy of a span's attributes."""
+    attrs = span.attributes
+    if not attrs:
+        return {}
+    inner = getattr(attrs, "_dict", None)
+    return dict(inner) if isinstance(inner, dict) else dict(attrs)
+
+
+def is_own_request(attrs: dict[str, Any], ctx: MappingContext) -> bool:
+    """True for HTTP client spans aimed at the DSN's host and port (feedback-loop guard)."""
+    if ctx.own_host is None:
+        return False
+    url = attrs.get("url.full") or attrs.get("http.url")
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return parts.hostname == ctx.own_host and port == ctx.own_port
+
+
+def _exception_type(span: ReadableSpan) -> str | None:
+    for event in span.events or ():
+        if event.name == "exception" and event.attributes:
+            value = event.attributes.get("exception.type")
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> SentrySpan:
+    """Map one span: ids, times, op, description, status, origin, data."""
+    context = span.context
+    kind = span.kind
+    name = span.name or ""
+    scope = span.instrumentation_scope
+    scope_name = scope.name if scope is not None else None
+    data = clean_attrs(attrs)
+    data["sentry.kind"] = ops.KIND_NAMES.get(kind, "internal")
+    tags: dict[str, str] | None = None
+
+    op_override = first_str(attrs, Attr.SENTRY_OP)
+    method = ops.http_method(attrs)
+    system = first_str(attrs, Attr.DB_SYSTEM)
+    description: str
+    op: str
+    family = None
+    if method is not None and kind is SpanKind.SERVER:
+        op, description = Op.HTTP_SERVER, ops.http_server(name, attrs, data, method)
+    elif method is not None and kind is SpanKind.CLIENT:
+        op = Op.HTTP_CLIENT
+        description = ops.http_client(name, attrs, data, method, ctx.send_pii)
+    elif system is not None and system.lower() in ("redis", "memcached"):
+        keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
+        key_list = [str(k) for k in keys] if isinstance(keys, (list, tuple)) else None
+        op, description = ops.key_value_store(name, attrs, data, system.lower(), key_list)
+        family = "kv"
+    elif system is not None:
+        op, description = ops.database(name, attrs, data, system)
+    elif (found := ops.messaging(name, kind, attrs, data)) is not None:
+        op, description = found
+    elif (found := ops.rpc(name, kind, attrs, data)) is not None:
+        op, description = found
+    elif method is not None:
+        op = Op.HTTP
+        ops._set_http_common(data, attrs, method)  # noqa: SLF001
+        description = name
+    else:
+        op, description = ops.generic(name, kind, attrs, scope_name), name
+
+    if op_override:
+        op = op_override
+    description = first_str(attrs, Attr.SENTRY_DESCRIPTION) or description or op
+    origin = first_str(attrs, Attr.SENTRY_ORIGIN) or ops.derive_origin(scope_name)
+
+    status_code = span.status.status_code if span.status is not None else StatusCode.UNSET
+    status = derive_status(attrs, status_code, _exception_type(span))
+    if status_code is not StatusCode.UNSET:
+        data["otel.status_code"] = status_code.name
+        if span.status.description:
+            data["otel.status_description"] = span.status.description
+    if "http.response.status_code" in data:
+        tags = {"http.status_code": str(data["http.response.status_code"])}
+    if status not in VALID_STATUS:
+        status = "unknown"
+
+    scrub_data(data, ctx.send_pii)
+    start = seconds(span.start_time) or 0.0
+    end = seconds(span.end_time)
+    if end is None or end < start:
+        end = start
+    parent = span.parent
+    out: SentrySpan = {
+        "trace_id": hex_trace(context.trace_id) if context is not None else "0" * 32,
+        "span_id": hex_span(context.span_id) if context is not None else "0" * 16,
+        "parent_span_id": hex_span(parent.span_id) if parent is not None else None,
+        "op": op,
+        "description": description,
+        "status": status,
+        "origin": origin,
+        "start_timestamp": start,
+        "timestamp": end,
+        "data": data,
+    }
+    if tags:
+        out["tags"] = tags
+    if family == "kv":
+        out["_kv_command"] = data.get("db.operation")
+    return out
+
+
+def cache_parent(
+    span: SentrySpan, attrs: dict[str, Any], ctx: MappingContext
+) -> SentrySpan | None:
+    """A synthesized ``cache.*`` parent for a redis get/set/delete command (Caches module)."""
+    if not ctx.redis_cache_spans or span["op"] != Op.DB_REDIS:
+        return None
+    command = span.get("_kv_command")
+    keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
+    if not isinstance(command, str) or not isinstance(keys, (list, tuple)) or not keys:
+        return None
+    key_list = [str(k) for k in keys]
+    if ctx.cache_prefixes and not all(k.startswith(ctx.cache_prefixes) for k in key_list):
+        return None
+    if command in REDIS_CACHE_GET:
+        op = Op.CACHE_GET
+    elif command in REDIS_CACHE_PUT:
+        op = Op.CACHE_PUT
+    elif command in REDIS_CACHE_REMOVE:
+        op = Op.CACHE_REMOVE
+    else:
+        return None
+    digest = hashlib.sha256((span["span_id"] + ":cache").encode()).hexdigest()[:16]
+    data: dict[str, Any] = {"cache.key": key_list, "cache.operation": command}
+    hit = attrs.get(Attr.CACHE_HIT)
+    if op == Op.CACHE_GET:
+        data["cache.hit"] = bool(hit) if isinstance(hit, bool) else False
+    if op == Op.CACHE_PUT:
+        data["cache.write"] = True
+    size = attrs.get(Attr.CACHE_ITEM_SIZE)
+    if type(size) is int and size >= 0:
+        data["cache.item_size"] = size
+    sdata = span["data"]
+    for src, dst in (
+        ("server.address", "network.peer.address"),
+        ("server.port", "network.peer.port"),
+        ("server.address", "server.address"),
+        ("server.port", "server.port"),
+    ):
+        if src in sdata:
+            data[dst] = sdata[src]
+    parent: SentrySpan = {
+        "trace_id": span["trace_id"],
+        "span_id": digest,
+        "parent_span_id": span["parent_span_id"],
+        "op": op,
+        "description": ", ".join(key_list),
+        "status": span["status"],
+        "origin": span["origin"],
+        "start_timestamp": span["start_timestamp"],
+        "timestamp": span["timestamp"],
+        "data": data,
+    }
+    span["parent_span_id"] = digest
+    return parent

@@ -1,0 +1,199 @@
+"""A local root and its finished descendants -> one Sentry transaction event (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+from ..conventions import SDK_NAME, Attr, Op, Source
+from . import ops
+from .context import collect_tags, collect_user, request_interface, resource_fields
+from .spans import (
+    MappingContext,
+    SentrySpan,
+    cache_parent,
+    is_own_request,
+    map_span,
+    raw_attributes,
+)
+from .values import first_str, hex_span, hex_trace
+
+_VALID_SOURCES = frozenset({"custom", "url", "route", "view", "component", "task"})
+
+
+@dataclass
+class MappedTransaction:
+    """A transaction payload plus what the mapping dropped."""
+
+    event: dict[str, Any]
+    dropped_spans: int = 0
+    filtered_spans: int = 0
+
+
+def transaction_name(
+    span: ReadableSpan, attrs: dict[str, Any], op: str, description: str
+) -> tuple[str, str]:
+    """``(name, source)`` per sentry-mapping.md section 3.3."""
+    name = span.name or ""
+    override = first_str(attrs, Attr.SENTRY_NAME)
+    if override:
+        source = first_str(attrs, Attr.SENTRY_SOURCE) or Source.CUSTOM
+        return override, source if source in _VALID_SOURCES else Source.CUSTOM
+    if op == Op.HTTP_SERVER:
+        method = ops.http_method(attrs) or ""
+        route = first_str(attrs, Attr.HTTP_ROUTE)
+        if route:
+            return f"{method} {route}".strip(), Source.ROUTE
+        path = ops.http_server_path(attrs)
+        if path:
+            return f"{method} {path}".strip(), Source.URL
+        return (name or method or "<unlabeled transaction>"), Source.URL
+    if op in (Op.QUEUE_TASK_CELERY, Op.QUEUE_PROCESS) and span.kind is SpanKind.CONSUMER:
+        return description or name, Source.TASK
+    if op == Op.GRPC_SERVER or op == Op.RPC_SERVER:
+        return name or description, Source.ROUTE
+    return (name or description or "<unlabeled transaction>"), Source.CUSTOM
+
+
+def _links(span: ReadableSpan) -> list[dict[str, Any]] | None:
+    links = span.links
+    if not links:
+        return None
+    out = []
+    for link in links:
+        ctx = link.context
+        if ctx is None or not ctx.trace_id or not ctx.span_id:
+            continue
+        item: dict[str, Any] = {
+            "trace_id": hex_trace(ctx.trace_id),
+            "span_id": hex_span(ctx.span_id),
+            "sampled": bool(ctx.trace_flags.sampled),
+        }
+        if link.attributes:
+            item["attributes"] = dict(link.attributes)
+        out.append(item)
+    return out or None
+
+
+def build_transaction(
+    root: ReadableSpan,
+    children: Sequence[ReadableSpan],
+    ctx: MappingContext,
+) -> MappedTransaction | None:
+    """Map a local root and its descendants. ``None`` when the root itself must not be sent."""
+    root_attrs = raw_attributes(root)
+    if is_own_request(root_attrs, ctx):
+        return None
+    root_mapped = map_span(root, root_attrs, ctx)
+    root_id = root_mapped["span_id"]
+    trace_id = root_mapped["trace_id"]
+
+    original_parent: dict[str, str | None] = {}
+    mapped: list[SentrySpan] = []
+    attr_sets: list[dict[str, Any]] = [root_attrs]
+    filtered = 0
+    for child in children:
+        attrs = raw_attributes(child)
+        out = map_span(child, attrs, ctx)
+        original_parent[out["span_id"]] = out["parent_span_id"]
+        if is_own_request(attrs, ctx) or (
+            ctx.drop_connect_spans and out["op"] == Op.DB_CONNECT
+        ):
+            filtered += 1
+            continue
+        if out["span_id"] == root_id or out["trace_id"] != trace_id:
+            filtered += 1
+            continue
+        attr_sets.append(attrs)
+        cache = cache_parent(out, attrs, ctx)
+        if cache is not None:
+            original_parent[cache["span_id"]] = cache["parent_span_id"]
+            mapped.append(cache)
+        out.pop("_kv_command", None)
+        mapped.append(out)
+    root_mapped.pop("_kv_command", None)
+
+    dropped = 0
+    if len(mapped) > ctx.max_spans:
+        mapped.sort(key=lambda s: s["start_timestamp"])
+        dropped = len(mapped) - ctx.max_spans
+        del mapped[ctx.max_spans:]
+
+    kept = {s["span_id"] for s in mapped}
+    for item in mapped:
+        parent = item["parent_span_id"]
+        seen = 0
+        while parent is not None and parent != root_id and parent not in kept and seen < 10_000:
+            parent = original_parent.get(parent)
+            seen += 1
+        item["parent_span_id"] = parent if parent in kept else root_id
+
+    event = _assemble(root, root_attrs, root_mapped, mapped, attr_sets, ctx)
+    return MappedTransaction(event, dropped, filtered)
+
+
+def _assemble(
+    root: ReadableSpan,
+    root_attrs: dict[str, Any],
+    root_mapped: SentrySpan,
+    spans: list[SentrySpan],
+    attr_sets: list[dict[str, Any]],
+    ctx: MappingContext,
+) -> dict[str, Any]:
+    op = root_mapped["op"]
+    name, source = transaction_name(root, root_attrs, op, root_mapped["description"])
+    trace_context: dict[str, Any] = {
+        "trace_id": root_mapped["trace_id"],
+        "span_id": root_mapped["span_id"],
+        "op": op,
+        "status": root_mapped["status"],
+        "origin": root_mapped["origin"],
+        "data": root_mapped["data"],
+        "type": "trace",
+    }
+    if root_mapped["parent_span_id"] is not None:
+        trace_context["parent_span_id"] = root_mapped["parent_span_id"]
+    links = _links(root)
+    if links:
+        trace_context["links"] = links
+    resource = dict(root.resource.attributes) if root.resource is not None else {}
+    fields = resource_fields(resource, ctx)
+    contexts: dict[str, Any] = fields.pop("contexts")
+    contexts["trace"] = trace_context
+    event: dict[str, Any] = {
+        "event_id": root_mapped["span_id"] + root_mapped["trace_id"][16:],
+        "type": "transaction",
+        "platform": "python",
+        "transaction": name,
+        "transaction_info": {"source": source},
+        "start_timestamp": root_mapped["start_timestamp"],
+        "timestamp": root_mapped["timestamp"],
+        "contexts": contexts,
+        "spans": spans,
+        "sdk": {
+            "name": SDK_NAME,
+            "version": ctx.sdk_version,
+            "packages": [{"name": "pypi:otel-sentry-bridge", "version": ctx.sdk_version}],
+        },
+        **fields,
+    }
+    tags = collect_tags(attr_sets, ctx)
+    status_code = root_mapped["data"].get("http.response.status_code")
+    if op == Op.HTTP_SERVER:
+        request = request_interface(root_attrs, ctx)
+        if request:
+            event["request"] = request
+        if isinstance(status_code, int):
+            contexts["response"] = {"type": "response", "status_code": status_code}
+    if isinstance(status_code, int):
+        tags.setdefault("http.status_code", str(status_code))
+    if tags:
+        event["tags"] = tags
+    user = collect_user(attr_sets, ctx)
+    if user:
+        event["user"] = user
+    return event

@@ -1,0 +1,121 @@
+"""Attribute access and value hygiene (pure)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Longest string kept in span data / contexts (Relay trims further).
+MAX_VALUE_CHARS = 16_384
+MAX_TAG_CHARS = 200
+
+Attrs = Mapping[str, Any]
+
+
+def first(attrs: Attrs, keys: Sequence[str]) -> Any:
+    """Value of the first key present (new semconv first, then old)."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def first_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
+    """Like :func:`first`, as a non-empty string."""
+    value = first(attrs, keys)
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    return text or None
+
+
+def first_int(attrs: Attrs, keys: Sequence[str]) -> int | None:
+    """Like :func:`first`, as an int (strings of digits accepted, bools refused)."""
+    value = first(attrs, keys)
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def clean_value(value: Any) -> Any:
+    """A JSON-safe copy of an attribute value: no bytes, no NaN, bounded strings."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "..."
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return clean_value(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, (list, tuple)):
+        return [clean_value(v) for v in value[:1000]]
+    if isinstance(value, Mapping):
+        return {str(k): clean_value(v) for k, v in list(value.items())[:1000]}
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<unrepresentable {kind.__name__}>"
+    return clean_value(text)
+
+
+def clean_attrs(attrs: Attrs) -> dict[str, Any]:
+    """JSON-safe copy of a whole attribute mapping (fast path for plain values)."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        kind = type(value)
+        if (kind is str and len(value) <= MAX_VALUE_CHARS) or kind is int or kind is bool:
+            out[key if type(key) is str else str(key)] = value
+        else:
+            out[key if type(key) is str else str(key)] = clean_value(value)
+    return out
+
+
+def tag_value(value: Any) -> str | None:
+    """A Sentry tag value: a string of at most 200 characters, or None when empty."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    text = text.replace("\n", " ").strip()
+    if not text:
+        return None
+    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
+
+
+def tag_key(key: str) -> str | None:
+    """A valid Sentry tag key (Relay: at most 200 chars, no whitespace), or None."""
+    key = key.strip()
+    if not key or len(key) > MAX_TAG_CHARS or any(c.isspace() for c in key):
+        return None
+    return key
+
+
+def hex_trace(trace_id: int) -> str:
+    """32 lowercase hex digits."""
+    return f"{trace_id:032x}"
+
+
+def hex_span(span_id: int) -> str:
+    """16 lowercase hex digits."""
+    return f"{span_id:016x}"
+
+
+def seconds(ns: int | None) -> float | None:
+    """Epoch nanoseconds to seconds with microsecond precision."""
+    if ns is None:
+        return None
+    return round(ns / 1e9, 6)

@@ -1,0 +1,93 @@
+"""Zero-code set-up for ``opentelemetry-instrument`` (the ``opentelemetry_post_instrument`` hook).
+
+Runs after the distro, the configurator and every instrumentor, whichever of them ran: with
+``SENTRY_DSN`` set (or Spotlight or an envelope folder) it makes sure an SDK ``TracerProvider``
+exists, adds the bridge's span processor once, gives redis instrumentation its cache hooks, and
+links errors captured by a ``sentry_sdk.init()`` client to the active OTel span.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import weakref
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggregated_resources
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._internal_errors import handle_internal_errors, logger
+from .config import load_config
+from .processor import SentrySpanProcessor
+from .redis_hooks import reinstrument_redis
+
+_INSTALLED: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+
+
+def default_resource() -> Resource:
+    """Resource for a provider the bridge creates: runtime, host and OTEL_* settings."""
+    base = Resource.create({
+        "host.name": socket.gethostname(),
+        "process.runtime.name": platform.python_implementation().lower(),
+        "process.runtime.version": platform.python_version(),
+        "process.runtime.description": " ".join(platform.python_build()),
+        "os.type": platform.system().lower(),
+    })
+    return get_aggregated_resources([OTELResourceDetector()], initial_resource=base)
+
+
+def ensure_provider() -> TracerProvider:
+    """The global SDK provider; one is created and set when there is none yet."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        return provider
+    created = TracerProvider(resource=default_resource())
+    trace.set_tracer_provider(created)
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    return created
+
+
+def install(provider: TracerProvider | None = None) -> SentrySpanProcessor | None:
+    """Add the bridge's processor to ``provider`` (default: the global one), at most once."""
+    provider = provider or ensure_provider()
+    if provider in _INSTALLED:
+        return None
+    processor = SentrySpanProcessor()
+    if processor.pipeline is None:
+        return None
+    provider.add_span_processor(processor)
+    _INSTALLED.add(provider)
+    _link_sentry_sdk()
+    return processor
+
+
+def _current_trace_context() -> dict[str, str] | None:
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+def _link_sentry_sdk() -> None:
+    with handle_internal_errors("link_sentry_sdk"):
+        from .transport import install_sentry_sdk_hooks
+
+        install_sentry_sdk_hooks(_current_trace_context)
+
+
+def post_instrument() -> None:
+    """Entry point ``opentelemetry_post_instrument: sentry_bridge``."""
+    with handle_internal_errors("post_instrument"):
+        cfg = load_config(os.environ)
+        if not cfg.active:
+            return
+        processor = install()
+        if processor is not None:
+            logger.debug("otel-sentry-bridge: span processor installed")
+        if cfg.redis_cache_spans:
+            with handle_internal_errors("post_instrument.redis"):
+                reinstrument_redis()

@@ -1,0 +1,356 @@
+"""Per-local-root grouping of spans with caps, a late-span grace and timeouts.
+
+Single-threaded by design: only the pipeline's worker (or a flush holding the pipeline's lock)
+calls it, with an explicit monotonic ``now``. Feed it span starts (when a processor sees them)
+and span ends in the order they happened; it returns complete segments (a root and its finished
+descendants) when their grace has passed, and counts everything it drops.
+
+A local root is a span with no parent, a remote parent, or a parent this process never saw.
+Without start events (exporter mode) a span whose parent is unknown waits for that parent until
+the buffered-span timeout.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+#: Called with ``(reason, category, quantity)`` for every drop.
+DropSink = Callable[[str, str, int], None]
+
+
+def estimate_size(span: ReadableSpan) -> int:
+    """Rough bytes held by a finished span (for the byte cap)."""
+    size = 600
+    attrs = span.attributes
+    if attrs:
+        for value in attrs.values():
+            size += 80 + (len(value) if type(value) is str else 16)
+    events = span.events
+    if events:
+        size += 300 * len(events)
+    return size
+
+
+@dataclass
+class Segment:
+    """One future transaction: a local root and its finished descendants."""
+
+    root_id: int
+    trace_id: int
+    created: float
+    root: ReadableSpan | None = None
+    root_ended_at: float | None = None
+    spans: dict[int, ReadableSpan] = field(default_factory=dict)
+    #: open (started, not ended) descendants: span id -> parent span id
+    open: dict[int, int] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass
+class Waiting:
+    """A finished span whose parent has not been seen yet (exporter mode)."""
+
+    span: ReadableSpan
+    since: float
+    size: int
+
+
+Ready = tuple[ReadableSpan, list[ReadableSpan]]
+
+
+class TraceBuffer:
+    """Groups spans by local root; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        grace: float,
+        timeout: float,
+        max_spans: int,
+        max_buffered_spans: int,
+        max_buffered_bytes: int,
+        on_drop: DropSink,
+        tombstone_ttl: float = 300.0,
+        max_tombstones: int = 200_000,
+    ) -> None:
+        self.grace = grace
+        self.timeout = timeout
+        self.segment_cap = max(2 * max_spans, max_spans + 100)
+        self.keep_per_segment = max_spans + 1
+        self.max_buffered_spans = max_buffered_spans
+        self.max_buffered_bytes = max_buffered_bytes
+        self.on_drop = on_drop
+        self.tombstone_ttl = tombstone_ttl
+        self.max_tombstones = max_tombstones
+        self.segments: dict[int, Segment] = {}
+        self.owner: dict[int, int] = {}  # span id -> root id of its live segment
+        self.waiting: dict[int, list[Waiting]] = {}  # parent id -> spans waiting for it
+        self.sent: OrderedDict[int, float] = OrderedDict()  # span id -> expiry
+        self.span_count = 0
+        self.byte_count = 0
+        self.now = 0.0
+
+    # ----------------------------------------------------------------- intake
+    def start(self, span: ReadableSpan, now: float) -> None:
+        """A span started (processor mode): learn where it belongs."""
+        self.now = now
+        ctx = span.context
+        if ctx is None:
+            return
+        span_id = ctx.span_id
+        if span_id in self.owner or span_id in self.sent:
+            return
+        parent = span.parent
+        if parent is not None and not parent.is_remote:
+            root_id = self.owner.get(parent.span_id)
+            if root_id is not None:
+                segment = self.segments[root_id]
+                if segment.trace_id == ctx.trace_id:
+                    segment.open[span_id] = parent.span_id
+                    self.owner[span_id] = root_id
+                    return
+        if len(self.owner) >= 4 * self.max_buffered_spans:
+            return  # stop tracking starts; ends still work (as in exporter mode)
+        self.segments[span_id] = Segment(span_id, ctx.trace_id, now)
+        self.owner[span_id] = span_id
+
+    def end(self, span: ReadableSpan, now: float, *, starts_seen: bool) -> None:
+        """A span ended. ``starts_seen``: a processor reports starts (unknown parent = orphan)."""
+        self.now = now
+        ctx = span.context
+        if ctx is None:
+            return
+        span_id = ctx.span_id
+        if span_id in self.sent:
+            return  # duplicate delivery (processor registered twice, or processor + exporter)
+        size = estimate_size(span)
+        root_id = self.owner.get(span_id)
+        if root_id is not None:
+            segment = self.segments[root_id]
+            if root_id == span_id:
+                if segment.root is not None:
+                    return
+                segment.root = span
+                segment.root_ended_at = now
+            else:
+                if span_id in segment.spans:
+                    return
+                if not self._admit(size):
+                    segment.open.pop(span_id, None)
+                    self.owner.pop(span_id, None)
+                    return
+                segment.open.pop(span_id, None)
+                self._add(segment, span, size)
+            self._adopt(segment, span_id)
+            return
+        if not self._admit(size):
+            return
+        parent = span.parent
+        if parent is None or parent.is_remote or parent.span_id in self.sent or starts_seen:
+            self._new_root(span, now, size)
+            return
+        parent_root = self.owner.get(parent.span_id)
+        if parent_root is not None and self.segments[parent_root].trace_id == ctx.trace_id:
+            segment = self.segments[parent_root]
+            self.owner[span_id] = parent_root
+            self._add(segment, span, size)
+            self._adopt(segment, span_id)
+            return
+        self.waiting.setdefault(parent.span_id, []).append(Waiting(span, now, size))
+        self.span_count += 1
+        self.byte_count += size
+
+    def _admit(self, size: int) -> bool:
+        if (
+            self.span_count >= self.max_buffered_spans
+            or self.byte_count + size > self.max_buffered_bytes
+        ):
+            self.on_drop("buffer_overflow", "span", 1)
+            return False
+        return True
+
+    def _new_root(self, span: ReadableSpan, now: float, size: int) -> None:
+        ctx = span.context
+        segment = Segment(ctx.span_id, ctx.trace_id, now, root=span, root_ended_at=now)
+        self.segments[ctx.span_id] = segment
+        self.owner[ctx.span_id] = ctx.span_id
+        self._adopt(segment, ctx.span_id)
+        del size  # roots are accounted for by their segment's existence, not the caps
+
+    def _add(self, segment: Segment, span: ReadableSpan, size: int) -> None:
+        segment.spans[span.context.span_id] = span
+        segment.size += size
+        self.span_count += 1
+        self.byte_count += size
+        if len(segment.spans) > self.segment_cap:
+            self._prune(segment)
+
+    def _prune(self, segment: Segment) -> None:
+        """Keep the earliest-started spans of an oversized segment; count the rest."""
+        ordered = sorted(segment.spans.values(), key=lambda s: s.start_time or 0)
+        keep = ordered[: self.keep_per_segment]
+        dropped = ordered[self.keep_per_segment:]
+        segment.spans = {s.context.span_id: s for s in keep}
+        for span in dropped:
+            size = estimate_size(span)
+            segment.size -= size
+            self.span_count -= 1
+            self.byte_count -= size
+            self.owner.pop(span.context.span_id, None)
+            self._remember_sent(span.context.span_id, self.now)
+        self.on_drop("buffer_overflow", "span", len(dropped))
+
+    def _adopt(self, segment: Segment, parent_id: int) -> None:
+        """Move spans that were waiting for ``parent_id`` (and their waiters) into ``segment``."""
+        stack = [parent_id]
+        while stack:
+            waiters = self.waiting.pop(stack.pop(), None)
+            if not waiters:
+                continue
+            for item in waiters:
+                child = item.span
+                if child.context.trace_id != segment.trace_id:
+                    self._new_root(child, item.since, item.size)
+                    self.span_count -= 1
+                    self.byte_count -= item.size
+                    continue
+                child_id = child.context.span_id
+                self.owner[child_id] = segment.root_id
+                segment.spans[child_id] = child
+                segment.size += item.size
+                stack.append(child_id)
+
+    # ----------------------------------------------------------------- output
+    def collect(self, now: float, *, force: bool = False) -> list[Ready]:
+        """Segments whose root ended more than ``grace`` ago (all ended ones when ``force``)."""
+        self.now = now
+        ready: list[Ready] = []
+        expired: list[int] = []
+        for root_id, segment in self.segments.items():
+            if segment.root is not None:
+                assert segment.root_ended_at is not None
+                if force or now - segment.root_ended_at >= self.grace:
+                    ready.append(self._release(segment, now))
+                    expired.append(root_id)
+            elif now - segment.created >= self.timeout:
+                self._evict_children(segment, now)
+        for root_id in expired:
+            del self.segments[root_id]
+        self._expire_waiting(now)
+        self._expire_tombstones(now)
+        return ready
+
+    def _release(self, segment: Segment, now: float) -> Ready:
+        root = segment.root
+        assert root is not None
+        children: list[ReadableSpan] = []
+        if segment.open:
+            # Finished spans below a still-open span wait for it: it roots a new segment.
+            blockers = {
+                span_id: self._open_ancestor(span, segment)
+                for span_id, span in segment.spans.items()
+            }
+            for span_id, blocker in blockers.items():
+                span = segment.spans[span_id]
+                if blocker is None:
+                    children.append(span)
+                    continue
+                size = estimate_size(span)
+                self.waiting.setdefault(blocker, []).append(Waiting(span, now, size))
+                self.owner.pop(span_id, None)
+            self._split_open(segment, now)
+        else:
+            children = list(segment.spans.values())
+        for span in children:
+            self.owner.pop(span.context.span_id, None)
+            self._remember_sent(span.context.span_id, now)
+        self.owner.pop(segment.root_id, None)
+        self._remember_sent(segment.root_id, now)
+        self.span_count -= len(children)
+        self.byte_count -= sum(estimate_size(s) for s in children)
+        return root, children
+
+    def _open_ancestor(self, span: ReadableSpan, segment: Segment) -> int | None:
+        """The nearest still-open ancestor of ``span`` inside ``segment``, if any."""
+        parent_id = span.parent.span_id if span.parent is not None else None
+        for _ in range(10_000):
+            if parent_id is None or parent_id == segment.root_id:
+                return None
+            if parent_id in segment.open:
+                return parent_id
+            parent = segment.spans.get(parent_id)
+            if parent is None or parent.parent is None:
+                return None
+            parent_id = parent.parent.span_id
+        return None
+
+    def _split_open(self, segment: Segment, now: float) -> None:
+        """Open descendants of a released root: each top-most one roots a new segment."""
+        open_ids = segment.open
+        for span_id, parent_id in open_ids.items():
+            top = span_id
+            parent = parent_id
+            hops = 0
+            while parent in open_ids and hops < 10_000:
+                top = parent
+                parent = open_ids[parent]
+                hops += 1
+            if top not in self.segments:
+                self.segments[top] = Segment(top, segment.trace_id, now)
+            new_segment = self.segments[top]
+            self.owner[span_id] = top
+            if span_id != top:
+                new_segment.open[span_id] = parent_id
+        segment.open = {}
+
+    def _evict_children(self, segment: Segment, now: float) -> None:
+        """A root that has not ended within the timeout: drop its finished children (counted)."""
+        if segment.spans:
+            count = len(segment.spans)
+            for span_id in segment.spans:
+                self.owner.pop(span_id, None)
+                self._remember_sent(span_id, now)
+            self.span_count -= count
+            self.byte_count -= segment.size
+            self.on_drop("event_processor", "span", count)
+            segment.spans = {}
+            segment.size = 0
+        segment.created = now
+
+    def _expire_waiting(self, now: float) -> None:
+        if not self.waiting:
+            return
+        for parent_id in list(self.waiting):
+            items = self.waiting[parent_id]
+            keep = [w for w in items if now - w.since < self.timeout]
+            if len(keep) != len(items):
+                dropped = len(items) - len(keep)
+                self.span_count -= dropped
+                self.byte_count -= sum(w.size for w in items if w not in keep)
+                self.on_drop("event_processor", "span", dropped)
+            if keep:
+                self.waiting[parent_id] = keep
+            else:
+                del self.waiting[parent_id]
+
+    def _remember_sent(self, span_id: int, now: float) -> None:
+        self.sent[span_id] = now + self.tombstone_ttl
+        if len(self.sent) > self.max_tombstones:
+            self.sent.popitem(last=False)
+
+    def _expire_tombstones(self, now: float) -> None:
+        sent = self.sent
+        while sent:
+            span_id, expiry = next(iter(sent.items()))
+            if expiry > now:
+                break
+            sent.popitem(last=False)
+
+    @property
+    def pending(self) -> int:
+        """Number of segments still buffered."""
+        return len(self.segments)

@@ -1,0 +1,280 @@
+"""Settings: one table, one pure loader.
+
+Every user-facing setting has exactly one row in :data:`SETTINGS` (name, environment variable,
+type, default, one-line doc); ``docs/configuration.md`` is generated from it. The loader is pure:
+the environment and the warning sink are passed in. Precedence: code > environment > default.
+A bad value logs one warning naming the variable and the accepted values; the default applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
+BOOL_VALUES = "1/true/yes/on or 0/false/no/off"
+DEFAULT_SPOTLIGHT_URL = "http://localhost:8969/stream"
+
+
+class BadValue(ValueError):
+    """A setting's raw value cannot be used; the message names the accepted values."""
+
+
+def parse_bool(raw: str) -> bool:
+    """Parse a boolean from an allow-list (never ``bool(str)``)."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise BadValue(BOOL_VALUES)
+
+
+def parse_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """Build an integer parser with bounds."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = minimum - 1
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f"..{maximum}" if maximum is not None else " or more"
+            raise BadValue(f"an integer {minimum}{upper}")
+        return value
+
+    return parse
+
+
+def parse_float(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
+    """Build a float parser with bounds (finite values only)."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise BadValue(f"a number from {minimum}{upper}")
+        return value
+
+    return parse
+
+
+def parse_list(raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated list; blanks are ignored."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_str(raw: str) -> str | None:
+    """Strip a string; empty means unset."""
+    return raw.strip() or None
+
+
+_DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)/?$")
+
+
+def parse_dsn(raw: str) -> str | None:
+    """Validate a Sentry DSN (``scheme://key@host[:port]/[path/]project_id``)."""
+    value = raw.strip()
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise BadValue("a DSN like https://<key>@o1.ingest.sentry.io/<project>") from exc
+    del port
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not parts.username
+        or not _DSN_PATH.match(parts.path or "")
+    ):
+        raise BadValue("a DSN like https://<key>@o1.ingest.sentry.io/<project>")
+    return value
+
+
+def parse_spotlight(raw: str) -> str | None:
+    """``SENTRY_SPOTLIGHT``: a boolean (default URL) or the URL of a Spotlight sidecar."""
+    value = raw.strip()
+    if value.lower() in _TRUE:
+        return DEFAULT_SPOTLIGHT_URL
+    if value.lower() in _FALSE:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return value
+    raise BadValue(f"{BOOL_VALUES}, or an http(s) URL")
+
+
+def parse_compression(raw: str) -> int:
+    """Gzip level 0 (off) to 9."""
+    return parse_int(0, 9)(raw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    env: str
+    type: str
+    default: Any
+    doc: str
+    parse: Callable[[str], Any]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("dsn", "SENTRY_DSN", "DSN", None,
+            "Where to send. Unset: the bridge stays off (unless an envelope folder is set).",
+            parse_dsn),
+    Setting("environment", "SENTRY_ENVIRONMENT", "string", None,
+            "Sentry environment. Unset: resource `deployment.environment[.name]`, "
+            "else `production`.", parse_str),
+    Setting("release", "SENTRY_RELEASE", "string", None,
+            "Sentry release. Unset: resource `service.version`.", parse_str),
+    Setting("server_name", "SENTRY_BRIDGE_SERVER_NAME", "string", None,
+            "Server name. Unset: resource `host.name`.", parse_str),
+    Setting("debug", "SENTRY_DEBUG", "bool", False,
+            "Log what the bridge does (logger `otel_sentry_bridge`, DEBUG).", parse_bool),
+    Setting("spotlight", "SENTRY_SPOTLIGHT", "bool or URL", None,
+            f"Also send every envelope to Spotlight (`true` = {DEFAULT_SPOTLIGHT_URL}).",
+            parse_spotlight),
+    Setting("traces_sample_rate", "SENTRY_TRACES_SAMPLE_RATE", "float 0..1", None,
+            "Read and kept for the sampler; until it is configured OpenTelemetry's sampler "
+            "decides.", parse_float(0.0, 1.0)),
+    Setting("enabled", "SENTRY_BRIDGE_ENABLED", "bool", True,
+            "Master switch: `false` turns the bridge off even with a DSN.", parse_bool),
+    Setting("tag_attributes", "SENTRY_BRIDGE_TAG_ATTRIBUTES", "comma list", (),
+            "Span attribute keys promoted to searchable tags (root span wins).", parse_list),
+    Setting("max_spans", "SENTRY_BRIDGE_MAX_SPANS", "int", 1000,
+            "Child spans per transaction; the earliest are kept, the rest dropped and counted.",
+            parse_int(1, 100_000)),
+    Setting("send_default_pii", "SENTRY_BRIDGE_SEND_DEFAULT_PII", "bool", False,
+            "Send personal data (client IP, cookies, auth headers, query strings, user email). "
+            "Never passed to sentry-sdk.", parse_bool),
+    Setting("late_span_grace", "SENTRY_BRIDGE_LATE_SPAN_GRACE", "seconds", 1.0,
+            "How long a root's transaction waits after the root ends for children still "
+            "finishing.", parse_float(0.0, 600.0)),
+    Setting("buffer_timeout", "SENTRY_BRIDGE_BUFFER_TIMEOUT", "seconds", 600.0,
+            "How long finished spans of a root that has not ended are kept before they are "
+            "evicted (counted).", parse_float(1.0)),
+    Setting("max_buffered_spans", "SENTRY_BRIDGE_MAX_BUFFERED_SPANS", "int", 50_000,
+            "Global cap on spans held in memory (queued and buffered); over it spans are "
+            "dropped and counted.", parse_int(100)),
+    Setting("max_buffered_bytes", "SENTRY_BRIDGE_MAX_BUFFERED_BYTES", "int (bytes)", 64 << 20,
+            "Global cap on the estimated size of buffered spans and queued envelopes.",
+            parse_int(1 << 20)),
+    Setting("drop_connect_spans", "SENTRY_BRIDGE_DROP_CONNECT_SPANS", "bool", False,
+            "Drop database connection spans (`db.connect`) entirely.", parse_bool),
+    Setting("redis_cache_spans", "SENTRY_BRIDGE_REDIS_CACHE_SPANS", "bool", True,
+            "Add `cache.get`/`cache.put`/`cache.remove` parents to redis get/set/delete "
+            "commands (Caches page).", parse_bool),
+    Setting("cache_prefixes", "SENTRY_BRIDGE_CACHE_PREFIXES", "comma list", (),
+            "Only redis keys with one of these prefixes count as cache operations (empty: all).",
+            parse_list),
+    Setting("envelope_dir", "SENTRY_BRIDGE_ENVELOPE_DIR", "path", None,
+            "Also write every envelope to this folder (one `.envelope` file each).", parse_str),
+    Setting("compression_level", "SENTRY_BRIDGE_COMPRESSION_LEVEL", "int 0..9", 1,
+            "Gzip level of request bodies (0: off).", parse_compression),
+    Setting("sender_threads", "SENTRY_BRIDGE_SENDER_THREADS", "int", 4,
+            "Concurrent HTTP connections used to send envelopes.", parse_int(1, 32)),
+    Setting("shutdown_timeout", "SENTRY_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 5.0,
+            "Upper bound on flushing at exit or shutdown.", parse_float(0.0, 300.0)),
+    Setting("http_timeout", "SENTRY_BRIDGE_HTTP_TIMEOUT", "seconds", 10.0,
+            "Socket timeout of one request to Sentry.", parse_float(0.1, 300.0)),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Effective settings. Build with :func:`load_config`."""
+
+    dsn: str | None = None
+    environment: str | None = None
+    release: str | None = None
+    server_name: str | None = None
+    debug: bool = False
+    spotlight: str | None = None
+    traces_sample_rate: float | None = None
+    enabled: bool = True
+    tag_attributes: tuple[str, ...] = ()
+    max_spans: int = 1000
+    send_default_pii: bool = False
+    late_span_grace: float = 1.0
+    buffer_timeout: float = 600.0
+    max_buffered_spans: int = 50_000
+    max_buffered_bytes: int = 64 << 20
+    drop_connect_spans: bool = False
+    redis_cache_spans: bool = True
+    cache_prefixes: tuple[str, ...] = ()
+    envelope_dir: str | None = None
+    compression_level: int = 1
+    sender_threads: int = 4
+    shutdown_timeout: float = 5.0
+    http_timeout: float = 10.0
+    #: Settings whose value was bad (name -> accepted values); for ``doctor`` and tests.
+    invalid: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """True when the bridge has somewhere to send."""
+        return self.enabled and bool(self.dsn or self.spotlight or self.envelope_dir)
+
+    def replace(self, **changes: Any) -> BridgeConfig:
+        """Return a copy with ``changes`` applied (code-level overrides, already typed)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> BridgeConfig:
+    """Build the effective configuration: code ``overrides`` > ``environ`` > default."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise TypeError(f"unknown otel-sentry-bridge setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    invalid: list[tuple[str, str]] = []
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides[setting.name]
+            continue
+        raw = environ.get(setting.env)
+        if raw is None:
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except BadValue as exc:
+            invalid.append((setting.env, str(exc)))
+            if warn is not None:
+                shown = "<redacted>" if setting.name == "dsn" else repr(raw[:80])
+                if setting.name == "dsn":
+                    warn(f"{setting.env} is malformed ({shown}); expected {exc}. "
+                         "Sending to Sentry is disabled; the application runs untouched.")
+                else:
+                    warn(f"{setting.env}={shown} is invalid; expected {exc}. "
+                         f"Using the default ({setting.default!r}).")
+    return BridgeConfig(**values, invalid=tuple(invalid))
+
+
+def mask_dsn(dsn: str | None) -> str | None:
+    """The DSN with its key masked, safe for logs."""
+    if not dsn:
+        return dsn
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://***@{host}{port}{parts.path}"

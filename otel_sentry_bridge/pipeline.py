@@ -1,0 +1,248 @@
+"""One pipeline per process: span intake -> trace buffer -> mapping -> transport.
+
+The application's threads only append to a bounded deque (``on_start``/``on_end`` cost well
+under a microsecond each); one worker thread groups spans by local root, maps finished segments
+(pure mapping), and hands serialized envelopes to the transport's sender threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ._internal_errors import handle_internal_errors, logger
+from ._mapping import MappingContext, build_transaction
+from .buffer import TraceBuffer
+from .config import BridgeConfig, load_config
+from .reports import DropCounter
+from .transport import Transport
+from .version import __version__
+
+_START = 0
+_END = 1
+_END_NO_START = 2
+IDLE_WAIT = 0.05
+
+
+class Pipeline:
+    """Intake queue, worker thread, trace buffer, mapping and transport."""
+
+    def __init__(self, cfg: BridgeConfig, sink: Callable[[bytes], None] | None = None) -> None:
+        self.cfg = cfg
+        self.drops = DropCounter()
+        self.transport = Transport(cfg, self.drops, sink=sink)
+        self.mapping = MappingContext.from_config(cfg, __version__)
+        self.buffer = self._new_buffer()
+        self.queue: deque[tuple[int, ReadableSpan]] = deque()
+        self.queue_cap = cfg.max_buffered_spans
+        self.starts_seen = False
+        self.processors = 0
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._stopped = False
+        self.enabled = cfg.active and self.transport.enabled
+
+    def _new_buffer(self) -> TraceBuffer:
+        cfg = self.cfg
+        return TraceBuffer(
+            grace=cfg.late_span_grace,
+            timeout=cfg.buffer_timeout,
+            max_spans=cfg.max_spans,
+            max_buffered_spans=cfg.max_buffered_spans,
+            max_buffered_bytes=cfg.max_buffered_bytes // 2,
+            on_drop=self.drops.record,
+        )
+
+    # ------------------------------------------------------------ app thread
+    def on_start(self, span: ReadableSpan) -> None:
+        """Hot path: remember a start (processor mode)."""
+        queue = self.queue
+        if len(queue) < self.queue_cap:
+            queue.append((_START, span))
+            if self._worker is None:
+                self._start_worker()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Hot path: hand a finished span to the worker."""
+        queue = self.queue
+        if len(queue) < self.queue_cap:
+            queue.append((_END, span))
+            if self._worker is None:
+                self._start_worker()
+            elif len(queue) > 4096:
+                self._wake.set()
+        else:
+            self.drops.record("queue_overflow", "span", 1)
+
+    def export(self, spans: Any) -> None:
+        """Exporter path: finished spans without start events."""
+        queue = self.queue
+        for span in spans:
+            if len(queue) < self.queue_cap:
+                queue.append((_END_NO_START, span))
+            else:
+                self.drops.record("queue_overflow", "span", 1)
+        if self._worker is None:
+            self._start_worker()
+        self._wake.set()
+
+    # ------------------------------------------------------------ worker
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is not None or self._stopped:
+                return
+            thread = threading.Thread(target=self._run, name="otel-sentry-bridge-worker",
+                                      daemon=True)
+            self._worker = thread
+            thread.start()
+
+    def _run(self) -> None:
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        with suppress_instrumentation():
+            while not self._stopped:
+                self._wake.wait(IDLE_WAIT)
+                self._wake.clear()
+                with handle_internal_errors("pipeline.worker"):
+                    self.process(force=False)
+
+    def process(self, force: bool) -> int:
+        """Drain the intake queue into the buffer; map and send what is ready."""
+        with self._lock:
+            now = time.monotonic()
+            buffer = self.buffer
+            queue = self.queue
+            popleft = queue.popleft
+            while queue:
+                try:
+                    kind, span = popleft()
+                except IndexError:
+                    break
+                if kind == _END:
+                    buffer.end(span, now, starts_seen=True)
+                elif kind == _START:
+                    self.starts_seen = True
+                    buffer.start(span, now)
+                else:
+                    buffer.end(span, now, starts_seen=False)
+            ready = buffer.collect(now, force=force)
+        for root, children in ready:
+            with handle_internal_errors("pipeline.map"):
+                self._send(root, children)
+        return len(ready)
+
+    def _send(self, root: ReadableSpan, children: list[ReadableSpan]) -> None:
+        mapped = build_transaction(root, children, self.mapping)
+        if mapped is None:
+            return
+        if mapped.dropped_spans:
+            self.drops.record("buffer_overflow", "span", mapped.dropped_spans)
+        self.transport.submit(mapped.event, "transaction")
+
+    # ------------------------------------------------------------ lifecycle
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything finished now (ignoring the grace), bounded by ``timeout``."""
+        timeout = self.cfg.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with handle_internal_errors("pipeline.flush"):
+            self.process(force=True)
+            return self.transport.flush(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush, then stop threads. Later spans are ignored."""
+        if self._stopped:
+            return
+        self.flush(timeout)
+        self._stopped = True
+        self._wake.set()
+        self.transport.close(0.0)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: new locks and threads; the parent's queued spans are dropped."""
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._worker = None
+        self.queue = deque()
+        self.buffer = self._new_buffer()
+        self.drops = DropCounter()
+        self.transport.drops = self.drops
+        self.buffer.on_drop = self.drops.record
+        self.transport.reset_after_fork()
+
+
+# ------------------------------------------------------------------ process singleton
+_PIPELINE: Pipeline | None = None
+_PIPELINE_LOCK = threading.Lock()
+
+
+def get_pipeline(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Pipeline:
+    """The process-wide pipeline, created on first use (code overrides > env > defaults)."""
+    global _PIPELINE
+    with _PIPELINE_LOCK:
+        if _PIPELINE is not None:
+            if overrides and any(
+                getattr(_PIPELINE.cfg, k, None) != v for k, v in overrides.items()
+            ):
+                logger.warning(
+                    "otel-sentry-bridge: already configured; settings passed later (%s) are "
+                    "ignored: one pipeline per process", ", ".join(sorted(overrides)))
+            return _PIPELINE
+        cfg = load_config(os.environ if environ is None else environ, overrides, logger.warning)
+        _PIPELINE = create_pipeline(cfg)
+        return _PIPELINE
+
+
+def create_pipeline(cfg: BridgeConfig, sink: Callable[[bytes], None] | None = None) -> Pipeline:
+    """Build a pipeline and register exit/fork handling for it."""
+    if cfg.debug:
+        import logging
+
+        logger.setLevel(logging.DEBUG)
+    pipeline = Pipeline(cfg, sink=sink)
+    if not pipeline.enabled:
+        if not cfg.enabled:
+            logger.info("otel-sentry-bridge: disabled by SENTRY_BRIDGE_ENABLED")
+        else:
+            logger.debug("otel-sentry-bridge: no SENTRY_DSN (nor Spotlight or an envelope "
+                         "folder): spans are not sent")
+    _register(pipeline)
+    return pipeline
+
+
+def _register(pipeline: Pipeline) -> None:
+    ref = weakref.ref(pipeline)
+
+    def at_exit() -> None:
+        live = ref()
+        if live is not None:
+            live.shutdown()
+
+    def after_fork() -> None:
+        live = ref()
+        if live is not None:
+            live.reset_after_fork()
+
+    atexit.register(at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork)
+
+
+def reset_pipeline(pipeline: Pipeline | None = None) -> Pipeline | None:
+    """Replace the process pipeline (tests and the pytest plugin). Returns the old one."""
+    global _PIPELINE
+    with _PIPELINE_LOCK:
+        old, _PIPELINE = _PIPELINE, pipeline
+    return old

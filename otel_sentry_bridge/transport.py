@@ -1,0 +1,486 @@
+"""The only module that talks to sentry-sdk: envelopes, sending, rate limits, client reports.
+
+sentry-sdk's public pieces do the protocol work (``Dsn``/``Auth`` for the endpoint and the auth
+header, ``Envelope``/``Item``/``PayloadRef`` for the wire format). The sending loop is our own:
+sentry-sdk's transport sends on one thread with a 100-envelope queue and drops most of a burst,
+and its Spotlight client posts synchronously. Here a bounded queue (count and bytes) feeds a few
+sender threads, each with one keep-alive connection; instrumentation is suppressed on them so our
+own requests are never traced. Every drop is counted and reported as a client report.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import ssl
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from opentelemetry.instrumentation.utils import (
+    suppress_http_instrumentation,
+    suppress_instrumentation,
+)
+from sentry_sdk.envelope import Envelope, Item, PayloadRef
+from sentry_sdk.transport import _parse_rate_limits  # private: pinned + contract-tested
+from sentry_sdk.utils import Auth, BadDsn, Dsn
+
+from ._internal_errors import handle_internal_errors, logger
+from .config import BridgeConfig, mask_dsn
+from .conventions import SDK_NAME
+from .reports import DropCounter
+from .version import __version__
+
+USER_AGENT = f"{SDK_NAME}/{__version__}"
+CLIENT_REPORT_INTERVAL = 10.0
+_RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def parse_dsn(dsn: str) -> Dsn | None:
+    """Parse with sentry-sdk's ``Dsn``; ``None`` (and one clear error line) when malformed."""
+    try:
+        return Dsn(dsn)
+    except (BadDsn, ValueError) as exc:
+        logger.error("otel-sentry-bridge: SENTRY_DSN %s is invalid (%s); sending to Sentry is "
+                     "disabled, the application runs untouched", mask_dsn(dsn), exc)
+        return None
+
+
+@dataclass
+class Outgoing:
+    """One serialized envelope waiting to be sent."""
+
+    body: bytes
+    category: str
+    quantity: int
+    spans: int
+    attempts: int = 0
+
+
+def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
+    """The envelope ``trace`` header (DSC) for a transaction or event."""
+    trace = event.get("contexts", {}).get("trace", {})
+    dsc: dict[str, str] = {"trace_id": trace.get("trace_id", "")}
+    if public_key:
+        dsc["public_key"] = public_key
+    for key in ("release", "environment"):
+        if event.get(key):
+            dsc[key] = str(event[key])
+    source = event.get("transaction_info", {}).get("source")
+    if event.get("transaction") and source not in ("url", None):
+        dsc["transaction"] = str(event["transaction"])
+    dsc["sampled"] = "true"
+    return dsc
+
+
+def build_envelope(
+    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None
+) -> bytes:
+    """Serialize one event/transaction into envelope bytes (payload JSON via orjson)."""
+    headers: dict[str, Any] = {
+        "event_id": event.get("event_id"),
+        "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "sdk": {"name": SDK_NAME, "version": __version__},
+        "trace": dynamic_sampling_context(event, public_key),
+    }
+    if dsn:
+        headers["dsn"] = dsn
+    envelope = Envelope(headers=headers)
+    envelope.add_item(Item(payload=PayloadRef(bytes=_dumps(event)), type=item_type,
+                           headers={"content_type": "application/json"}))
+    return envelope.serialize()
+
+
+def build_client_report(entries: list[dict[str, object]], dsn: str | None) -> bytes:
+    """A client-report envelope."""
+    payload = {"timestamp": round(time.time(), 3), "discarded_events": entries}
+    headers: dict[str, Any] = {"sent_at": datetime.now(timezone.utc).isoformat()}
+    if dsn:
+        headers["dsn"] = dsn
+    envelope = Envelope(headers=headers)
+    envelope.add_item(Item(payload=PayloadRef(bytes=_dumps(payload)), type="client_report"))
+    return envelope.serialize()
+
+
+class _Target:
+    """One HTTP endpoint (Sentry ingest or Spotlight), one connection per sender thread."""
+
+    def __init__(self, url: str, headers: dict[str, str], gzip_level: int, timeout: float):
+        parts = urlsplit(url)
+        self.url = url
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.https else 80)
+        self.path = parts.path or "/"
+        if parts.query:
+            self.path += "?" + parts.query
+        self.headers = headers
+        self.gzip_level = gzip_level
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.https:
+                conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def post(self, body: bytes) -> tuple[int, dict[str, str]]:
+        headers = dict(self.headers)
+        if self.gzip_level:
+            compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)
+            body = compressor.compress(body) + compressor.flush()
+            headers["Content-Encoding"] = "gzip"
+        headers["Content-Length"] = str(len(body))
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request("POST", self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                result = {k.lower(): v for k, v in response.getheaders()}
+                if result.get("connection", "").lower() == "close":
+                    self.close()
+                return response.status, result
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()  # stale keep-alive connection: retry once on a fresh one
+                if attempt:
+                    raise
+            except Exception:
+                self.close()
+                raise
+        raise ConnectionError("unreachable")
+
+
+class Transport:
+    """Bounded queue + sender threads + rate limits + client reports."""
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        drops: DropCounter,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.drops = drops
+        self.sink = sink
+        self.dsn = parse_dsn(cfg.dsn) if cfg.dsn else None
+        self.public_key = self.dsn.public_key if self.dsn else None
+        self._dsn_str = cfg.dsn if self.dsn else None
+        self.targets: list[_Target] = []
+        if self.dsn is not None:
+            auth: Auth = self.dsn.to_auth(USER_AGENT)
+            self.sentry = _Target(
+                auth.get_api_url(),
+                {
+                    "Content-Type": "application/x-sentry-envelope",
+                    "X-Sentry-Auth": auth.to_header(),
+                    "User-Agent": USER_AGENT,
+                },
+                cfg.compression_level,
+                cfg.http_timeout,
+            )
+        else:
+            self.sentry = None
+        self.spotlight = (
+            _Target(cfg.spotlight, {"Content-Type": "application/x-sentry-envelope",
+                                    "User-Agent": USER_AGENT}, 0, cfg.http_timeout)
+            if cfg.spotlight else None
+        )
+        self.envelope_dir = cfg.envelope_dir
+        if self.envelope_dir:
+            try:
+                os.makedirs(self.envelope_dir, exist_ok=True)
+            except OSError as exc:
+                logger.warning("otel-sentry-bridge: cannot create envelope folder %s (%s)",
+                               self.envelope_dir, exc)
+                self.envelope_dir = None
+        self.max_queue_bytes = max(1 << 20, cfg.max_buffered_bytes // 2)
+        self.max_queue_items = 100_000
+        self._queue: deque[Outgoing] = deque()
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._rate_limits: dict[str | None, float] = {}
+        self._last_report = time.monotonic()
+        self._file_seq = 0
+        self.sent_envelopes = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Anything to send to?"""
+        return bool(self.sentry or self.spotlight or self.envelope_dir or self.sink)
+
+    # ------------------------------------------------------------------ intake
+    def submit(self, event: dict[str, Any], item_type: str = "transaction") -> None:
+        """Serialize and queue one event; never blocks, drops (counted) when full."""
+        category = "transaction" if item_type == "transaction" else "error"
+        spans = len(event.get("spans", ())) + 1 if item_type == "transaction" else 0
+        if self._limited(category):
+            self.drops.record("ratelimit_backoff", category, 1)
+            if spans:
+                self.drops.record("ratelimit_backoff", "span", spans)
+            return
+        body = build_envelope(event, item_type, self.public_key, self._dsn_str)
+        self._enqueue(Outgoing(body, category, 1, spans))
+
+    def _enqueue(self, item: Outgoing) -> None:
+        with self._cond:
+            if self._closed or (
+                len(self._queue) >= self.max_queue_items
+                or self._queued_bytes + len(item.body) > self.max_queue_bytes
+            ):
+                self._record_loss("queue_overflow", item)
+                return
+            self._queue.append(item)
+            self._queued_bytes += len(item.body)
+            self._ensure_threads()
+            self._cond.notify()
+
+    def _record_loss(self, reason: str, item: Outgoing) -> None:
+        if item.category == "internal":
+            return
+        self.drops.record(reason, item.category, item.quantity)
+        if item.spans:
+            self.drops.record(reason, "span", item.spans)
+
+    def _ensure_threads(self) -> None:
+        alive = [t for t in self._threads if t.is_alive()]
+        self._threads = alive
+        while len(self._threads) < self.cfg.sender_threads:
+            thread = threading.Thread(
+                target=self._run, name=f"otel-sentry-bridge-sender-{len(self._threads)}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    # ------------------------------------------------------------------ sending
+    def _run(self) -> None:
+        with suppress_instrumentation(), suppress_http_instrumentation():
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait(timeout=CLIENT_REPORT_INTERVAL)
+                        if not self._queue:
+                            break
+                    if not self._queue:
+                        if self._closed:
+                            return
+                        item = None
+                    else:
+                        item = self._queue.popleft()
+                        self._queued_bytes -= len(item.body)
+                        self._in_flight += 1
+                if item is None:
+                    with handle_internal_errors("transport.client_report"):
+                        self.maybe_send_client_report()
+                    continue
+                try:
+                    with handle_internal_errors("transport.send"):
+                        self._deliver(item)
+                finally:
+                    with self._cond:
+                        self._in_flight -= 1
+                        self._cond.notify_all()
+                with handle_internal_errors("transport.client_report"):
+                    self.maybe_send_client_report()
+
+    def _deliver(self, item: Outgoing) -> None:
+        if self.sink is not None:
+            self.sink(item.body)
+        if self.envelope_dir:
+            self._write_file(item.body)
+        if self.spotlight is not None:
+            try:
+                self.spotlight.post(item.body)
+            except OSError as exc:
+                logger.debug("otel-sentry-bridge: Spotlight unreachable: %s", exc)
+        if self.sentry is None:
+            self.sent_envelopes += 1
+            return
+        if self._limited(item.category):
+            self._record_loss("ratelimit_backoff", item)
+            return
+        try:
+            status, headers = self.sentry.post(item.body)
+        except OSError as exc:
+            item.attempts += 1
+            if item.attempts <= len(_RETRY_DELAYS) and not self._closed:
+                logger.debug("otel-sentry-bridge: send failed (%s); retrying", exc)
+                time.sleep(_RETRY_DELAYS[item.attempts - 1])
+                with self._cond:
+                    self._queue.appendleft(item)
+                    self._queued_bytes += len(item.body)
+                    self._cond.notify()
+                return
+            logger.debug("otel-sentry-bridge: send failed (%s); dropped", exc)
+            self._record_loss("network_error", item)
+            return
+        self._update_rate_limits(status, headers)
+        if status == 429:
+            self._record_loss("ratelimit_backoff", item)
+        elif status == 413:
+            self._record_loss("send_error", item)
+        elif not 200 <= status < 300:
+            self._record_loss("network_error", item)
+        else:
+            self.sent_envelopes += 1
+
+    def _write_file(self, body: bytes) -> None:
+        assert self.envelope_dir is not None
+        with self._cond:
+            self._file_seq += 1
+            seq = self._file_seq
+        name = f"{time.time():.6f}-{os.getpid()}-{seq:06d}.envelope"
+        try:
+            with open(os.path.join(self.envelope_dir, name), "wb") as handle:
+                handle.write(body)
+        except OSError as exc:
+            logger.debug("otel-sentry-bridge: cannot write envelope file: %s", exc)
+
+    def _update_rate_limits(self, status: int, headers: dict[str, str]) -> None:
+        header = headers.get("x-sentry-rate-limits")
+        now = time.monotonic()
+        if header:
+            wall = datetime.now(timezone.utc)
+            for category, until in _parse_rate_limits(header, now=wall):
+                self._rate_limits[category] = now + (until - wall).total_seconds()
+        elif status == 429:
+            retry_after = headers.get("retry-after", "60")
+            try:
+                delay = float(retry_after)
+            except ValueError:
+                delay = 60.0
+            self._rate_limits[None] = now + delay
+
+    def _limited(self, category: str) -> bool:
+        if not self._rate_limits:
+            return False
+        now = time.monotonic()
+        until = max(self._rate_limits.get(None, 0.0), self._rate_limits.get(category, 0.0))
+        return until > now
+
+    def maybe_send_client_report(self, force: bool = False) -> None:
+        """Send pending drop counts (at most every 10 s unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_report < CLIENT_REPORT_INTERVAL:
+            return
+        self._last_report = now
+        entries = self.drops.take()
+        if not entries:
+            return
+        body = build_client_report(entries, self._dsn_str)
+        if self.sink is not None:
+            self.sink(body)
+        if self.envelope_dir:
+            self._write_file(body)
+        if self.sentry is None:
+            return
+        try:
+            status, headers = self.sentry.post(body)
+            self._update_rate_limits(status, headers)
+            if not 200 <= status < 300:
+                self.drops.put_back(entries)
+        except OSError:
+            self.drops.put_back(entries)
+
+    # ------------------------------------------------------------------ lifecycle
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was handed to its destination (bounded)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            if self._queue:
+                self._ensure_threads()
+                self._cond.notify_all()
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(timeout=min(remaining, 0.05))
+        with suppress_instrumentation(), suppress_http_instrumentation(), \
+                handle_internal_errors("transport.client_report"):
+            self.maybe_send_client_report(force=True)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Flush (bounded), then stop the sender threads; what is left is counted as lost."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            leftover = list(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._cond.notify_all()
+        for item in leftover:
+            self._record_loss("queue_overflow", item)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's threads, queue and connections."""
+        self._cond = threading.Condition()
+        self._queue = deque()
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._threads = []
+        for target in (self.sentry, self.spotlight):
+            if target is not None:
+                target._local = threading.local()  # noqa: SLF001
+
+
+# --------------------------------------------------------------- sentry-sdk coexistence
+_SDK_HOOK_INSTALLED = False
+
+
+def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] | None]) -> None:
+    """When the app also calls ``sentry_sdk.init()``: link its errors to the active OTel span
+    and drop the transactions sentry-sdk would build itself (the bridge already sends them)."""
+    global _SDK_HOOK_INSTALLED
+    if _SDK_HOOK_INSTALLED:
+        return
+    _SDK_HOOK_INSTALLED = True
+    import sentry_sdk
+
+    def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        del hint
+        with handle_internal_errors("sentry_sdk_event_processor"):
+            if event.get("type") == "transaction":
+                if not event.get("sdk", {}).get("name", "").startswith(SDK_NAME):
+                    logging.getLogger("otel_sentry_bridge").debug(
+                        "otel-sentry-bridge: dropping sentry-sdk's own transaction %r "
+                        "(the bridge reports this trace)", event.get("transaction"))
+                    return None
+                return event
+            trace = current_span_context()
+            if trace is not None:
+                contexts = event.setdefault("contexts", {})
+                contexts["trace"] = {**contexts.get("trace", {}), **trace}
+        return event
+
+    sentry_sdk.get_global_scope().add_event_processor(processor)  # type: ignore[arg-type]
