@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 import uuid
@@ -531,20 +532,34 @@ def _lint_transaction(event: Mapping[str, Any], add: Callable[[str], None]) -> N
 
 
 def _check_span_tree(spans: list[Any], root_span_id: Any, add: Callable[[str], None]) -> None:
-    """Flag parent cycles (spans whose ancestry never reaches the root)."""
+    """Flag spans whose ancestry loops (parent_span_id cycle) instead of reaching the root."""
     parents = {
         s["span_id"]: s.get("parent_span_id")
         for s in spans
         if isinstance(s, dict) and isinstance(s.get("span_id"), str)
     }
-    for span_id in parents:
-        current: Any = span_id
-        for _ in range(len(parents) + 1):
-            current = parents.get(current)
+    reaches_root: dict[str, bool] = {}
+    for start in parents:
+        path: list[str] = []
+        on_path: set[str] = set()
+        current: Any = start
+        while True:
             if current == root_span_id or current not in parents:
+                result = True  # reached the root (unknown parents are reported elsewhere)
                 break
-        else:
-            add(f"span {span_id!r} is part of a parent_span_id cycle")
+            if current in reaches_root:
+                result = reaches_root[current]
+                break
+            if current in on_path:
+                result = False
+                break
+            path.append(current)
+            on_path.add(current)
+            current = parents[current]
+        for node in path:
+            reaches_root[node] = result
+        if not result:
+            add(f"span {start!r} is part of (or hangs below) a parent_span_id cycle")
 
 
 def _lint_error_event(event: Mapping[str, Any], add: Callable[[str], None]) -> None:
@@ -973,6 +988,7 @@ def _parse_auth_header(value: str) -> dict[str, str]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # listen() backlog; 5 drops SYNs under parallel load
     block_on_close = False  # stop() joins the connection threads itself, with a deadline
 
     def __init__(self, address: tuple[str, int], receiver: SentryReceiver) -> None:
@@ -1005,8 +1021,6 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Connection errors (client gave up, stop() closed the socket) are expected.
-        import sys
-
         exc = sys.exc_info()[1]
         if exc is not None and not isinstance(exc, OSError):
             self.receiver._add_problems([f"receiver: unexpected server error: {exc!r}"])
