@@ -230,7 +230,7 @@ class TraceBuffer:
         self.now = now
         ready: list[Ready] = []
         expired: list[int] = []
-        for root_id, segment in self.segments.items():
+        for root_id, segment in list(self.segments.items()):
             if segment.root is not None:
                 assert segment.root_ended_at is not None
                 if force or now - segment.root_ended_at >= self.grace:

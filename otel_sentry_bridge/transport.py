@@ -41,7 +41,11 @@ from .version import __version__
 
 USER_AGENT = f"{SDK_NAME}/{__version__}"
 CLIENT_REPORT_INTERVAL = 10.0
-_RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: Backoff after a failed connection (seconds), then the maximum; envelopes stay queued.
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 30.0
+#: An envelope is dropped (``network_error``) after this many failed attempts.
+_MAX_ATTEMPTS = 6
 
 
 def _dumps(value: Any) -> bytes:
@@ -230,6 +234,8 @@ class Transport:
         self._closed = False
         self._rate_limits: dict[str | None, float] = {}
         self._last_report = time.monotonic()
+        self._down_until = 0.0
+        self._backoff = 0.0
         self._file_seq = 0
         self.sent_envelopes = 0
 
@@ -284,6 +290,14 @@ class Transport:
 
     # ------------------------------------------------------------------ sending
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            for target in (self.sentry, self.spotlight):
+                if target is not None:
+                    target.close()
+
+    def _loop(self) -> None:
         with suppress_instrumentation(), suppress_http_instrumentation():
             while True:
                 with self._cond:
@@ -291,6 +305,10 @@ class Transport:
                         self._cond.wait(timeout=CLIENT_REPORT_INTERVAL)
                         if not self._queue:
                             break
+                    pause = self._down_until - time.monotonic()
+                    if self._queue and pause > 0 and not self._closed:
+                        self._cond.wait(timeout=min(pause, 1.0))
+                        continue
                     if not self._queue:
                         if self._closed:
                             return
@@ -333,17 +351,22 @@ class Transport:
             status, headers = self.sentry.post(item.body)
         except OSError as exc:
             item.attempts += 1
-            if item.attempts <= len(_RETRY_DELAYS) and not self._closed:
-                logger.debug("otel-sentry-bridge: send failed (%s); retrying", exc)
-                time.sleep(_RETRY_DELAYS[item.attempts - 1])
-                with self._cond:
+            with self._cond:
+                self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_START)
+                self._down_until = time.monotonic() + self._backoff
+                if item.attempts < _MAX_ATTEMPTS and not self._closed:
+                    logger.debug("otel-sentry-bridge: send failed (%s); retrying in %.1fs",
+                                 exc, self._backoff)
                     self._queue.appendleft(item)
                     self._queued_bytes += len(item.body)
-                    self._cond.notify()
-                return
+                    return
             logger.debug("otel-sentry-bridge: send failed (%s); dropped", exc)
             self._record_loss("network_error", item)
             return
+        if self._backoff:
+            with self._cond:
+                self._backoff = 0.0
+                self._down_until = 0.0
         self._update_rate_limits(status, headers)
         if status == 429:
             self._record_loss("ratelimit_backoff", item)
@@ -428,6 +451,8 @@ class Transport:
         with suppress_instrumentation(), suppress_http_instrumentation(), \
                 handle_internal_errors("transport.client_report"):
             self.maybe_send_client_report(force=True)
+            if self.sentry is not None:
+                self.sentry.close()  # the connection of the flushing thread
         return True
 
     def close(self, timeout: float) -> None:
@@ -439,8 +464,9 @@ class Transport:
             self._queue.clear()
             self._queued_bytes = 0
             self._cond.notify_all()
+        reason = "network_error" if self._down_until else "queue_overflow"
         for item in leftover:
-            self._record_loss("queue_overflow", item)
+            self._record_loss(reason, item)
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's threads, queue and connections."""

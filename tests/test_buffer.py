@@ -1,0 +1,228 @@
+"""Trace buffer: local roots, late-span grace, late and orphan spans, caps and timeouts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+from spans import SpanFactory, remote_parent
+
+from otel_sentry_bridge.buffer import TraceBuffer
+
+
+class Harness:
+    """Drive a TraceBuffer with real spans and an explicit clock."""
+
+    def __init__(self, **kw: float) -> None:
+        self.drops: Counter[tuple[str, str]] = Counter()
+        params = dict(grace=1.0, timeout=60.0, max_spans=1000, max_buffered_spans=10_000,
+                      max_buffered_bytes=1 << 30)
+        params.update(kw)
+        self.buffer = TraceBuffer(
+            grace=float(params["grace"]), timeout=float(params["timeout"]),
+            max_spans=int(params["max_spans"]),
+            max_buffered_spans=int(params["max_buffered_spans"]),
+            max_buffered_bytes=int(params["max_buffered_bytes"]),
+            on_drop=lambda reason, cat, n: self.drops.update({(reason, cat): n}),
+        )
+        self.now = 0.0
+        self.sent: list[tuple[ReadableSpan, list[ReadableSpan]]] = []
+
+    def start(self, span: ReadableSpan) -> None:
+        self.buffer.start(span, self.now)
+
+    def end(self, span: ReadableSpan, starts: bool = True) -> None:
+        self.buffer.end(span, self.now, starts_seen=starts)
+
+    def replay(self, spans: list[ReadableSpan]) -> None:
+        """Feed starts and ends in the order they happened (as a processor sees them)."""
+        events = [(s.start_time or 0, 0, i, s) for i, s in enumerate(spans)]
+        events += [(s.end_time or 0, 1, i, s) for i, s in enumerate(spans)]
+        for _, kind, _, span in sorted(events, key=lambda e: (e[0], e[1], e[2])):
+            if kind == 0:
+                self.start(span)
+            else:
+                self.end(span)
+
+    def tick(self, seconds: float, force: bool = False) -> list[tuple[str, list[str]]]:
+        self.now += seconds
+        ready = self.buffer.collect(self.now, force=force)
+        self.sent.extend(ready)
+        return [(root.name, sorted(c.name for c in children)) for root, children in ready]
+
+
+def tree(f: SpanFactory, depth_names: list[str]) -> None:
+    with f.span(depth_names[0], SpanKind.SERVER):
+        for name in depth_names[1:]:
+            with f.span(name):
+                pass
+
+
+def test_root_waits_for_the_grace_then_sends_with_children() -> None:
+    f = SpanFactory()
+    tree(f, ["root", "a", "b"])
+    h = Harness()
+    spans = f.finished()
+    for span in spans:
+        h.end(span, starts=False)
+    assert h.tick(0.5) == []
+    assert h.tick(0.6) == [("root", ["a", "b"])]
+    assert h.buffer.span_count == 0 and h.buffer.pending == 0
+
+
+def test_child_ending_within_the_grace_joins_its_root() -> None:
+    f = SpanFactory()
+    tracer = f.tracer()
+    root = tracer.start_span("root", kind=SpanKind.SERVER)
+    from opentelemetry import trace
+
+    child = tracer.start_span("late-child", context=trace.set_span_in_context(root))
+    h = Harness()
+    root.end()
+    h.end(f.finished()[0], starts=False)
+    h.tick(0.5)
+    child.end()
+    h.end(f.finished()[1], starts=False)
+    assert h.tick(0.6) == [("root", ["late-child"])]
+
+
+def test_child_ending_after_its_root_was_sent_goes_out_alone_in_the_same_trace() -> None:
+    f = SpanFactory()
+    tracer = f.tracer()
+    from opentelemetry import trace
+
+    root = tracer.start_span("root", kind=SpanKind.SERVER)
+    child = tracer.start_span("slow", context=trace.set_span_in_context(root))
+    grandchild = tracer.start_span("inner", context=trace.set_span_in_context(child))
+    h = Harness()
+    live_root, live_child, live_grand = root, child, grandchild
+    for span in (live_root, live_child, live_grand):
+        h.start(span)  # type: ignore[arg-type]
+    grandchild.end()
+    h.end(f.finished()[0])
+    root.end()
+    h.end(f.finished()[1])
+    assert h.tick(1.5) == [("root", [])]  # 'inner' waits for its open parent 'slow'
+    child.end()
+    h.end(f.finished()[2])
+    assert h.tick(1.5) == [("slow", ["inner"])]
+    (first_root, _), (second_root, _) = h.sent
+    assert second_root.context.trace_id == first_root.context.trace_id
+    assert second_root.parent is not None
+    assert second_root.parent.span_id == first_root.context.span_id
+    assert h.drops == Counter()
+
+
+def test_remote_parent_makes_a_root_and_orphans_become_roots() -> None:
+    f = SpanFactory()
+    with f.span("server", SpanKind.SERVER, context=remote_parent()):
+        with f.span("db"):
+            pass
+    h = Harness(grace=0.0)
+    h.replay(f.finished())
+    assert h.tick(0.0) == [("server", ["db"])]
+    # a span whose parent this process never saw (processor mode): its own transaction
+    g = SpanFactory()
+    with g.span("never-seen-parent"):
+        with g.span("orphan"):
+            pass
+    h.end(g.finished()[0])
+    assert h.tick(0.0) == [("orphan", [])]
+
+
+def test_exporter_mode_waits_for_parents_then_times_out() -> None:
+    g = SpanFactory()
+    with g.span("parent-elsewhere"):
+        with g.span("waiting"):
+            pass
+    h = Harness(grace=0.0, timeout=10.0)
+    h.end(g.finished()[0], starts=False)
+    assert h.tick(5.0) == []
+    assert h.buffer.span_count == 1
+    assert h.tick(6.0) == []
+    assert h.drops[("event_processor", "span")] == 1
+    assert h.buffer.span_count == 0
+
+
+def test_duplicate_deliveries_are_sent_once() -> None:
+    f = SpanFactory()
+    tree(f, ["root", "a"])
+    h = Harness(grace=0.0)
+    spans = f.finished()
+    for span in spans + spans:
+        h.end(span, starts=False)
+    assert h.tick(0.0) == [("root", ["a"])]
+    for span in spans:
+        h.end(span, starts=False)
+    assert h.tick(0.0) == []
+
+
+def test_force_ignores_the_grace() -> None:
+    f = SpanFactory()
+    tree(f, ["root", "a"])
+    h = Harness(grace=100.0)
+    h.replay(f.finished())
+    assert h.tick(0.0, force=True) == [("root", ["a"])]
+
+
+def test_unended_root_children_are_evicted_and_counted() -> None:
+    f = SpanFactory()
+    tracer = f.tracer()
+    from opentelemetry import trace
+
+    root = tracer.start_span("forever", kind=SpanKind.SERVER)
+    h = Harness(timeout=30.0)
+    h.start(root)  # type: ignore[arg-type]
+    for i in range(3):
+        child = tracer.start_span(f"c{i}", context=trace.set_span_in_context(root))
+        h.start(child)  # type: ignore[arg-type]
+        child.end()
+        h.end(f.finished()[-1])
+    assert h.buffer.span_count == 3
+    assert h.tick(31.0) == []
+    assert h.drops[("event_processor", "span")] == 3
+    assert h.buffer.span_count == 0
+    root.end()
+    h.end(f.finished()[-1])
+    assert h.tick(2.0) == [("forever", [])]
+
+
+def test_global_cap_drops_and_counts() -> None:
+    f = SpanFactory()
+    with f.span("root", SpanKind.SERVER):
+        for i in range(150):
+            with f.span(f"c{i}"):
+                pass
+    h = Harness(max_buffered_spans=100)
+    h.replay(f.finished())
+    assert h.drops[("buffer_overflow", "span")] == 50
+    (name, children), = h.tick(2.0)
+    assert len(children) == 100
+
+
+def test_segment_cap_keeps_the_earliest() -> None:
+    f = SpanFactory()
+    with f.span("root", SpanKind.SERVER):
+        for i in range(400):
+            with f.span(f"c{i:03d}"):
+                pass
+    h = Harness(max_spans=100)
+    h.replay(f.finished())
+    (name, children), = h.tick(2.0)
+    assert children[0] == "c000" and len(children) <= 201
+    assert "c000" in children and "c099" in children
+    assert h.drops[("buffer_overflow", "span")] == 400 - len(children)
+
+
+def test_byte_cap() -> None:
+    f = SpanFactory()
+    with f.span("root", SpanKind.SERVER):
+        for i in range(20):
+            with f.span(f"c{i}", attributes={"blob": "x" * 100_000}):
+                pass
+    h = Harness(max_buffered_bytes=500_000)
+    h.replay(f.finished())
+    dropped = h.drops[("buffer_overflow", "span")]
+    assert dropped >= 15
+    assert h.buffer.byte_count <= 500_000

@@ -1,0 +1,510 @@
+"""End to end: the example apps under ``opentelemetry-instrument``, reporting to a loopback Sentry.
+
+Every test starts apps in subprocesses with ``SENTRY_DSN`` pointing at a ``SentryReceiver``,
+drives requests, stops the apps with SIGTERM (they flush at exit) and checks what arrived, span
+by span, plus the apps' output (no internal error of the bridge, no unexpected traceback).
+Start-up transactions (``connect``, ``CREATE ...``, ``INSERT ...``, ``GET /health``) also arrive;
+the tests pick transactions by name.
+
+Nothing here needs ``opentelemetry-distro`` to be installed in the venv: the tests that want it
+install it once per session into a folder of their own (``.venv/e2e-distro-target``) and put
+that folder first on the app's ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apps import INVENTORY_APP, SHOP_APP, AppProcess
+from conftest import require_service
+from e2e_support import (
+    BRIDGE_SDK_NAME,
+    TRACEBACK_MARKER,
+    assert_clean_output,
+    assert_no_duplicates,
+    assert_receiver_clean,
+    bridge_env,
+    bridge_envelope_problems,
+    children_of,
+    distro_parent_dir,
+    dsn_complaints,
+    free_ports,
+    install_otel_distro,
+    is_bridge_envelope,
+    named,
+    one,
+    prepend_pythonpath,
+    request_path,
+    running,
+    spans_in_start_order,
+    stop_all,
+    summary,
+    trace_of,
+)
+from sentry_receiver import Envelope, SentryReceiver
+
+pytestmark = pytest.mark.e2e
+
+PRODUCT_TXN = "GET /products/<int:product_id>"
+STOCK_TXN = "GET /stock/<int:product_id>"
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SECRET = "secretvalue"
+
+SEMCONV_MODES = [
+    pytest.param(None, id="semconv-old"),
+    pytest.param("http,database", id="semconv-stable"),
+    pytest.param("http/dup,database/dup", id="semconv-dup"),
+]
+
+
+def _json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+@pytest.fixture(scope="session")
+def otel_distro_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding opentelemetry-distro 0.66b1 (its entry points included)."""
+    return install_otel_distro(distro_parent_dir(tmp_path_factory.mktemp("e2e-distro")))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared assertions on the shop's GET /products/<id> transaction
+# --------------------------------------------------------------------------------------------
+
+
+def assert_http_server_root(txn: dict[str, Any], name: str, status: str, code: int) -> None:
+    assert txn["transaction"] == name
+    assert txn["transaction_info"] == {"source": "route"}
+    assert txn["sdk"]["name"] == BRIDGE_SDK_NAME
+    trace = trace_of(txn)
+    assert trace["op"] == "http.server"
+    assert trace["status"] == status
+    assert txn["contexts"]["response"]["status_code"] == code
+    assert txn["request"]["method"] == "GET"
+
+
+def assert_children_of_root(txn: dict[str, Any]) -> None:
+    trace = trace_of(txn)
+    for span in txn["spans"]:
+        assert span["trace_id"] == trace["trace_id"], span
+        assert span["parent_span_id"] == trace["span_id"], span
+
+
+def assert_sqlite_product_spans(
+    txn: dict[str, Any], inventory_port: int | None
+) -> dict[str, Any] | None:
+    """db.connect, db (SELECT), then (with an inventory) http.client; returns the client span."""
+    assert_http_server_root(txn, PRODUCT_TXN, "ok", 200)
+    assert request_path(txn) == "/products/1"
+    assert "parent_span_id" not in trace_of(txn)  # the shop starts the trace
+    spans = spans_in_start_order(txn)
+    expected_ops = ["db.connect", "db"] + (["http.client"] if inventory_port else [])
+    assert [s["op"] for s in spans] == expected_ops, spans
+    assert_children_of_root(txn)
+
+    connect, query = spans[0], spans[1]
+    assert connect["description"] == "connect"
+    assert query["description"].startswith("SELECT shop_products.id"), query
+    assert query["data"]["db.system"] == "sqlite"
+    assert query["data"]["db.operation"] == "SELECT"
+    if inventory_port is None:
+        return None
+    client = spans[2]
+    assert client["description"] == f"GET http://127.0.0.1:{inventory_port}/stock/1"
+    assert client["data"]["http.response.status_code"] == 200
+    assert client["tags"]["http.status_code"] == "200"
+    assert client["status"] == "ok"
+    return client
+
+
+# --------------------------------------------------------------------------------------------
+# 1. shop (SQLite) + inventory, three semantic-convention modes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("semconv", SEMCONV_MODES)
+def test_shop_and_inventory_one_trace(tmp_path: Path, semconv: str | None) -> None:
+    inventory_port, shop_port = free_ports(2)
+    mode = {"OTEL_SEMCONV_STABILITY_OPT_IN": semconv}
+    with SentryReceiver() as receiver:
+        inventory_env = bridge_env(
+            receiver, "inventory",
+            INVENTORY_DATABASE_URL=f"sqlite:///{tmp_path / 'inventory.db'}", **mode,
+        )
+        shop_env = bridge_env(
+            receiver, "shop",
+            SHOP_DATABASE_URL=f"sqlite:///{tmp_path / 'shop.db'}",
+            SHOP_REDIS_URL="",
+            SHOP_INVENTORY_URL=f"http://127.0.0.1:{inventory_port}",
+            **mode,
+        )
+        with running(
+            (INVENTORY_APP, inventory_env, inventory_port), (SHOP_APP, shop_env, shop_port)
+        ) as (inventory, shop):
+            status, body, _ = shop.get("/products/1")
+            assert status == 200, shop.output()
+            assert _json(body)["stock"] == 42
+            assert shop.get("/fail")[0] == 500
+            assert shop.get("/products/999")[0] == 404
+            assert shop.get(f"/search?q={SECRET}")[0] == 200
+            shop_output, inventory_output = stop_all(shop, inventory)
+
+        assert_clean_output(shop_output, tracebacks=1)
+        assert "RuntimeError: boom" in shop_output.split(TRACEBACK_MARKER, 1)[1]
+        assert_clean_output(inventory_output)
+        assert_receiver_clean(receiver)
+        txns = receiver.transactions()
+        listing = summary(receiver)
+
+        products = named(txns, PRODUCT_TXN)
+        found = one([t for t in products if request_path(t) == "/products/1"], "GET /products/1")
+        client = assert_sqlite_product_spans(found, inventory_port)
+        assert client is not None, listing
+
+        stock = one(named(txns, STOCK_TXN), STOCK_TXN)
+        assert_http_server_root(stock, STOCK_TXN, "ok", 200)
+        assert trace_of(stock)["trace_id"] == trace_of(found)["trace_id"], listing
+        assert trace_of(stock)["parent_span_id"] == client["span_id"], listing
+        assert [s["op"] for s in spans_in_start_order(stock)] == ["db.connect", "db"], listing
+        assert_children_of_root(stock)
+
+        failed = one(named(txns, "GET /fail"), "GET /fail")
+        assert_http_server_root(failed, "GET /fail", "internal_error", 500)
+
+        missing = one([t for t in products if request_path(t) == "/products/999"], "/999")
+        assert_http_server_root(missing, PRODUCT_TXN, "not_found", 404)
+        assert [s["op"] for s in spans_in_start_order(missing)] == ["db.connect", "db"]
+
+        search = one(named(txns, "GET /search"), "GET /search")
+        assert_http_server_root(search, "GET /search", "ok", 200)
+        assert "query_string" not in search["request"]
+        # Query strings are private by default: not in any payload, header or body.
+        for envelope in receiver.envelopes + receiver.rejected:
+            assert SECRET.encode() not in envelope.body, envelope.body[:2000]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. PostgreSQL + Redis: Queries and Caches
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("semconv", SEMCONV_MODES[:2])
+def test_postgres_and_redis_cache_spans(semconv: str | None) -> None:
+    require_service("127.0.0.1", 5432, "PostgreSQL")
+    require_service("127.0.0.1", 6379, "Redis")
+    import redis
+
+    key = "product:2"
+    (port,) = free_ports(1)
+    with SentryReceiver() as receiver:
+        env = bridge_env(
+            receiver, "shop",
+            SHOP_DATABASE_URL=POSTGRES_URL, SHOP_REDIS_URL=REDIS_URL, SHOP_INVENTORY_URL="",
+            OTEL_SEMCONV_STABILITY_OPT_IN=semconv,
+        )
+        with running((SHOP_APP, env, port)) as (shop,), redis.Redis.from_url(REDIS_URL) as client:
+            # Redis is shared with concurrent runs: retry until one miss is followed by a hit.
+            for _ in range(3):
+                client.delete(key)
+                first = shop.get("/products/2")
+                second = shop.get("/products/2")
+                assert first[0] == second[0] == 200, shop.output()
+                if (_json(first[1])["cached"], _json(second[1])["cached"]) == (False, True):
+                    break
+            else:
+                pytest.fail(f"never saw a cache miss then a hit:\n{shop.output()}")
+            output = shop.stop()
+
+        assert_clean_output(output)
+        assert_receiver_clean(receiver)
+        listing = summary(receiver)
+        miss, hit = named(receiver.transactions(), PRODUCT_TXN)[-2:]
+
+        # Cache miss: cache.get > db.redis GET, connect, SELECT, cache.put > db.redis SET.
+        assert_http_server_root(miss, PRODUCT_TXN, "ok", 200)
+        root_id = trace_of(miss)["span_id"]
+        top = children_of(miss, root_id)
+        assert [s["op"] for s in top] == ["cache.get", "db.connect", "db", "cache.put"], listing
+        get, connect, query, put = top
+        assert get["description"] == key
+        assert get["data"]["cache.hit"] is False
+        assert get["data"]["cache.key"] == [key]
+        get_redis = one(children_of(miss, get["span_id"]), "child of cache.get")
+        assert (get_redis["op"], get_redis["description"]) == ("db.redis", f"GET {key}")
+        assert connect["description"] == "connect"
+        assert query["description"].startswith("SELECT shop_products.id"), query
+        assert query["data"]["db.system"] == "postgresql"
+        assert query["data"]["db.operation"] == "SELECT"
+        assert put["description"] == key
+        assert put["data"]["cache.key"] == [key]
+        put_redis = one(children_of(miss, put["span_id"]), "child of cache.put")
+        assert (put_redis["op"], put_redis["description"]) == ("db.redis", f"SET {key}")
+        assert len(miss["spans"]) == 6, listing
+        for span in miss["spans"]:
+            assert span["trace_id"] == trace_of(miss)["trace_id"]
+
+        # Cache hit: cache.get (hit, with the item's size) > db.redis GET, and no query.
+        assert_http_server_root(hit, PRODUCT_TXN, "ok", 200)
+        top = children_of(hit, trace_of(hit)["span_id"])
+        assert [s["op"] for s in top] == ["cache.get"], listing
+        get = top[0]
+        assert get["description"] == key
+        assert get["data"]["cache.hit"] is True
+        assert get["data"]["cache.key"] == [key]
+        size = get["data"]["cache.item_size"]
+        assert isinstance(size, int) and size > 0, get
+        get_redis = one(children_of(hit, get["span_id"]), "child of cache.get")
+        assert (get_redis["op"], get_redis["description"]) == ("db.redis", f"GET {key}")
+        assert not [s for s in hit["spans"] if s["op"] == "db"], listing
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Exporter form: OTEL_TRACES_EXPORTER=sentry_bridge with the bridge's configurator and distro
+# --------------------------------------------------------------------------------------------
+
+
+def _run_shop_products(
+    tmp_path: Path, receiver: SentryReceiver, **extra: str | None
+) -> tuple[AppProcess, str]:
+    (port,) = free_ports(1)
+    env = bridge_env(
+        receiver, "shop", SHOP_DATABASE_URL=f"sqlite:///{tmp_path / 'shop.db'}",
+        SHOP_REDIS_URL="", SHOP_INVENTORY_URL="", **extra,
+    )
+    with running((SHOP_APP, env, port)) as (shop,):
+        status, body, _ = shop.get("/products/1")
+        assert status == 200, shop.output()
+        assert _json(body)["name"] == "Coffee mug"
+        output = shop.stop()
+    return shop, output
+
+
+def _assert_product_once(receiver: SentryReceiver) -> None:
+    txns = receiver.transactions()
+    assert_no_duplicates(txns)
+    found = one(named(txns, PRODUCT_TXN), PRODUCT_TXN)
+    assert_sqlite_product_spans(found, None)
+
+
+def test_exporter_form_reports_once(tmp_path: Path) -> None:
+    with SentryReceiver() as receiver:
+        _, output = _run_shop_products(
+            tmp_path, receiver,
+            OTEL_TRACES_EXPORTER="sentry_bridge",
+            OTEL_PYTHON_CONFIGURATOR="sentry_bridge",
+            OTEL_PYTHON_DISTRO="sentry_bridge",
+        )
+        assert_clean_output(output)
+        assert_receiver_clean(receiver)
+        _assert_product_once(receiver)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. With opentelemetry-distro really installed (its distro and configurator compete with ours)
+# --------------------------------------------------------------------------------------------
+
+
+def test_with_opentelemetry_distro_and_exporters_off(
+    tmp_path: Path, otel_distro_dir: Path
+) -> None:
+    with SentryReceiver() as receiver:
+        _, output = _run_shop_products(
+            tmp_path, receiver, PYTHONPATH=prepend_pythonpath(otel_distro_dir)
+        )
+        # Both configurators were discovered; OpenTelemetry loads one and names the other.
+        assert "Configuration of " in output and " not loaded" in output, output
+        assert_clean_output(output)
+        assert_receiver_clean(receiver)
+        _assert_product_once(receiver)
+
+
+def test_with_opentelemetry_distro_and_bridge_distro(
+    tmp_path: Path, otel_distro_dir: Path
+) -> None:
+    with SentryReceiver() as receiver:
+        _, output = _run_shop_products(
+            tmp_path, receiver,
+            PYTHONPATH=prepend_pythonpath(otel_distro_dir),
+            OTEL_PYTHON_DISTRO="sentry_bridge",
+            OTEL_PYTHON_CONFIGURATOR="sentry_bridge",
+            OTEL_TRACES_EXPORTER=None,
+            OTEL_METRICS_EXPORTER=None,
+            OTEL_LOGS_EXPORTER=None,
+        )
+        assert "Configuration of configurator not loaded" in output, output
+        assert_clean_output(output)
+        assert_receiver_clean(receiver)
+        _assert_product_once(receiver)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. A malformed DSN: the app is untouched, one clear line, nothing sent
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "configurator",
+    [
+        pytest.param(None, id="default-configurator"),
+        pytest.param("sentry_bridge", id="bridge-configurator"),
+        pytest.param("configurator", id="opentelemetry-distro-configurator"),
+    ],
+)
+def test_malformed_dsn(
+    tmp_path: Path, request: pytest.FixtureRequest, configurator: str | None
+) -> None:
+    extra: dict[str, str | None] = {
+        "SENTRY_DSN": "not a dsn",
+        "OTEL_PYTHON_CONFIGURATOR": configurator,
+    }
+    if configurator == "configurator":
+        distro = request.getfixturevalue("otel_distro_dir")
+        extra["PYTHONPATH"] = prepend_pythonpath(distro)
+    with SentryReceiver() as receiver:
+        (port,) = free_ports(1)
+        env = bridge_env(
+            receiver, "shop", SHOP_DATABASE_URL=f"sqlite:///{tmp_path / 'shop.db'}",
+            SHOP_REDIS_URL="", SHOP_INVENTORY_URL="", **extra,
+        )
+        with running((SHOP_APP, env, port)) as (shop,):
+            status, body, _ = shop.get("/products/1")
+            assert status == 200
+            assert _json(body) == {
+                "id": 1, "name": "Coffee mug", "price_cents": 1200, "cached": False,
+                "stock": None,
+            }
+            assert shop.get("/products/999")[0] == 404
+            output = shop.stop()
+        assert_clean_output(output)
+        assert receiver.request_count == 0
+        assert receiver.envelopes == [] and receiver.auth_failures == []
+        complaints = dsn_complaints(output)
+        assert len(complaints) == 1, (
+            f"expected exactly one line saying SENTRY_DSN is invalid/malformed, got "
+            f"{len(complaints)}: {complaints}\napp output:\n{output}"
+        )
+        assert "not a dsn" not in output  # the DSN may hold a secret key: never echoed
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Coexistence with sentry_sdk.init() in the same app
+# --------------------------------------------------------------------------------------------
+
+SDK_APP = '''\
+"""Flask app that calls sentry_sdk.init() itself (test_e2e.py writes it)."""
+
+import os
+import signal
+import sys
+
+import sentry_sdk
+from flask import Flask
+
+sentry_sdk.init(dsn={dsn!r}, traces_sample_rate=1.0)
+
+app = Flask(__name__)
+
+
+@app.get("/health")
+def health():
+    return "ok"
+
+
+@app.get("/boom")
+def boom():
+    sentry_sdk.capture_message("hello")
+    return "captured"
+
+
+if __name__ == "__main__":
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    app.run(host="127.0.0.1", port=int(os.environ["SDKAPP_PORT"]), threaded=True)
+'''
+
+
+@dataclass
+class SdkRun:
+    receiver: SentryReceiver
+    output: str
+    health_requests: int
+
+
+@pytest.fixture(scope="module")
+def sdk_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkRun]:
+    """The sentry_sdk.init() app, run once: GET /health (again) and GET /boom."""
+    script = tmp_path_factory.mktemp("sdk") / "sdkapp" / "app.py"
+    script.parent.mkdir()
+    with SentryReceiver() as receiver:
+        script.write_text(SDK_APP.format(dsn=receiver.dsn()))
+        (port,) = free_ports(1)
+        env = bridge_env(receiver, "sdkapp")
+        with running((script, env, port)) as (app,):
+            assert app.get("/health")[:2] == (200, b"ok")
+            assert app.get("/boom")[:2] == (200, b"captured")
+            output = app.stop()
+        yield SdkRun(receiver, output, health_requests=2)
+
+
+def _boom(run: SdkRun) -> dict[str, Any]:
+    return one(named(run.receiver.transactions(), "GET /boom"), "GET /boom transaction")
+
+
+def _hello(run: SdkRun) -> tuple[Envelope, dict[str, Any]]:
+    found = [
+        (envelope, item.json)
+        for envelope in run.receiver.envelopes
+        for item in envelope.items
+        if item.type == "event" and isinstance(item.json, dict)
+        and item.json.get("message") == "hello"
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_sentry_sdk_init_coexists(sdk_run: SdkRun) -> None:
+    receiver = sdk_run.receiver
+    assert_clean_output(sdk_run.output)
+    assert receiver.auth_failures == [] and receiver.rejected == []
+    # The receiver's error-event lint wants exception.values and does not know 'sessions'
+    # items: sentry-sdk's own message event and session envelopes trip it. Everything the
+    # bridge sent must be clean, and sentry-sdk's envelopes are the only other ones.
+    assert bridge_envelope_problems(receiver) == []
+    txns = receiver.transactions()
+    assert_no_duplicates(txns)
+    listing = summary(receiver)
+    for txn in txns:  # sentry-sdk's own transactions are dropped: only the bridge's arrive
+        assert txn["sdk"]["name"] == BRIDGE_SDK_NAME, listing
+    for envelope in receiver.envelopes:
+        if "transaction" in envelope.item_types:
+            assert is_bridge_envelope(envelope), envelope.request_headers
+    health = named(txns, "GET /health")
+    assert len(health) == sdk_run.health_requests, listing
+    boom = _boom(sdk_run)
+    assert_http_server_root(boom, "GET /boom", "ok", 200)
+    assert len({trace_of(t)["trace_id"] for t in txns}) == len(txns), listing
+
+    _, event = _hello(sdk_run)
+    assert event["contexts"]["trace"]["trace_id"] == trace_of(boom)["trace_id"], listing
+    assert event["contexts"]["trace"]["span_id"] == trace_of(boom)["span_id"], listing
+
+
+def test_sentry_sdk_event_envelope_carries_the_otel_trace(sdk_run: SdkRun) -> None:
+    """The DSC (envelope ``trace`` header) of an event sentry-sdk captures inside an OTel span
+    belongs to the same trace as the event: Relay samples and links by it."""
+    boom = _boom(sdk_run)
+    envelope, event = _hello(sdk_run)
+    trace_id = trace_of(boom)["trace_id"]
+    assert event["contexts"]["trace"]["trace_id"] == trace_id
+    dsc = envelope.headers.get("trace") or {}
+    assert dsc.get("trace_id") == trace_id, (
+        f"event {event['event_id']}: contexts.trace.trace_id is the OTel trace {trace_id} but "
+        f"its envelope DSC is {dsc}"
+    )

@@ -1,0 +1,40 @@
+"""The sentry-sdk pieces the transport relies on. A change in sentry-sdk fails here first."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sentry_sdk.envelope import Envelope, Item, PayloadRef
+from sentry_sdk.transport import _parse_rate_limits
+from sentry_sdk.utils import Dsn
+
+
+def test_private_parse_rate_limits_shape() -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    parsed = list(_parse_rate_limits("60:transaction;error:org, 5::key, bogus", now=now))
+    assert parsed == [
+        ("transaction", now + timedelta(seconds=60)),
+        ("error", now + timedelta(seconds=60)),
+        (None, now + timedelta(seconds=5)),
+    ]
+
+
+def test_dsn_and_auth() -> None:
+    dsn = Dsn("https://pub@o7.ingest.example.com:8443/prefix/42")
+    assert (dsn.public_key, dsn.project_id, dsn.host, dsn.port) == (
+        "pub", "42", "o7.ingest.example.com", 8443)
+    auth = dsn.to_auth("sentry.python.otel-bridge/0.1.0")
+    assert auth.get_api_url() == "https://o7.ingest.example.com:8443/prefix/api/42/envelope/"
+    header = auth.to_header()
+    assert "sentry_key=pub" in header and "sentry_version=7" in header
+    assert "sentry_client=sentry.python.otel-bridge/0.1.0" in header
+
+
+def test_envelope_with_bytes_payload() -> None:
+    envelope = Envelope(headers={"event_id": "a" * 32})
+    envelope.add_item(Item(payload=PayloadRef(bytes=b'{"x":1}'), type="transaction"))
+    data = envelope.serialize()
+    lines = data.split(b"\n")
+    assert lines[0] == b'{"event_id":"' + b"a" * 32 + b'"}'
+    assert b'"type":"transaction"' in lines[1] and b'"length":7' in lines[1]
+    assert lines[2] == b'{"x":1}'
