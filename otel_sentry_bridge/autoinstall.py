@@ -21,6 +21,7 @@ from ._internal_errors import handle_internal_errors, logger
 from .config import load_config
 from .processor import SentrySpanProcessor
 from .redis_hooks import reinstrument_redis
+from .transport import install_sentry_sdk_hooks
 
 _INSTALLED: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
@@ -74,8 +75,6 @@ def _current_trace_context() -> dict[str, str] | None:
 
 def _link_sentry_sdk() -> None:
     with handle_internal_errors("link_sentry_sdk"):
-        from .transport import install_sentry_sdk_hooks
-
         install_sentry_sdk_hooks(_current_trace_context)
 
 

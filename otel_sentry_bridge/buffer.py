@@ -345,7 +345,7 @@ class TraceBuffer:
     def _expire_tombstones(self, now: float) -> None:
         sent = self.sent
         while sent:
-            span_id, expiry = next(iter(sent.items()))
+            _span_id, expiry = next(iter(sent.items()))
             if expiry > now:
                 break
             sent.popitem(last=False)

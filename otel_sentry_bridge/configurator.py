@@ -17,12 +17,12 @@ from .autoinstall import install
 from .distro import DEFAULTS
 
 
-class SentryBridgeConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+class SentryBridgeConfigurator(_OTelSDKConfigurator):
     """OpenTelemetry SDK configuration with the bridge's processor."""
 
     def _configure(self, **kwargs: Any) -> None:
         with handle_internal_errors("SentryBridgeConfigurator._configure"):
             for key, value in DEFAULTS.items():
                 os.environ.setdefault(key, value)
-            super()._configure(**kwargs)
+            super()._configure(**kwargs)  # type: ignore[no-untyped-call]
             install()

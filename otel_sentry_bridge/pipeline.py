@@ -8,6 +8,7 @@ under a microsecond each); one worker thread groups spans by local root, maps fi
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._internal_errors import handle_internal_errors, logger
@@ -106,8 +108,6 @@ class Pipeline:
             thread.start()
 
     def _run(self) -> None:
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
         with suppress_instrumentation():
             while not self._stopped:
                 self._wake.wait(IDLE_WAIT)
@@ -208,8 +208,6 @@ def get_pipeline(
 def create_pipeline(cfg: BridgeConfig, sink: Callable[[bytes], None] | None = None) -> Pipeline:
     """Build a pipeline and register exit/fork handling for it."""
     if cfg.debug:
-        import logging
-
         logger.setLevel(logging.DEBUG)
     pipeline = Pipeline(cfg, sink=sink)
     if not pipeline.enabled:

@@ -105,7 +105,9 @@ def redis_response_hook(span: Span, instance: Any, response: Any) -> None:
 def reinstrument_redis() -> bool:
     """If OTel's redis instrumentation is active without hooks, re-instrument it with ours."""
     try:
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
+        from opentelemetry.instrumentation.redis import (  # noqa: PLC0415 (optional)
+            RedisInstrumentor,
+        )
     except ImportError:
         return False
     instrumentor = RedisInstrumentor()

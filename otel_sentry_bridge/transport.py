@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import sentry_sdk
 from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
@@ -196,10 +197,9 @@ class Transport:
         self.dsn = parse_dsn(cfg.dsn) if cfg.dsn else None
         self.public_key = self.dsn.public_key if self.dsn else None
         self._dsn_str = cfg.dsn if self.dsn else None
-        self.targets: list[_Target] = []
         if self.dsn is not None:
             auth: Auth = self.dsn.to_auth(USER_AGENT)
-            self.sentry = _Target(
+            self.sentry: _Target | None = _Target(
                 auth.get_api_url(),
                 {
                     "Content-Type": "application/x-sentry-envelope",
@@ -477,7 +477,7 @@ class Transport:
         self._threads = []
         for target in (self.sentry, self.spotlight):
             if target is not None:
-                target._local = threading.local()  # noqa: SLF001
+                target._local = threading.local()
 
 
 # --------------------------------------------------------------- sentry-sdk coexistence
@@ -491,8 +491,6 @@ def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] |
     if _SDK_HOOK_INSTALLED:
         return
     _SDK_HOOK_INSTALLED = True
-    import sentry_sdk
-
     def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
         del hint
         with handle_internal_errors("sentry_sdk_event_processor"):

@@ -116,26 +116,23 @@ def test_child_ending_after_its_root_was_sent_goes_out_alone_in_the_same_trace()
 
 def test_remote_parent_makes_a_root_and_orphans_become_roots() -> None:
     f = SpanFactory()
-    with f.span("server", SpanKind.SERVER, context=remote_parent()):
-        with f.span("db"):
-            pass
+    with f.span("server", SpanKind.SERVER, context=remote_parent()), f.span("db"):
+        pass
     h = Harness(grace=0.0)
     h.replay(f.finished())
     assert h.tick(0.0) == [("server", ["db"])]
     # a span whose parent this process never saw (processor mode): its own transaction
     g = SpanFactory()
-    with g.span("never-seen-parent"):
-        with g.span("orphan"):
-            pass
+    with g.span("never-seen-parent"), g.span("orphan"):
+        pass
     h.end(g.finished()[0])
     assert h.tick(0.0) == [("orphan", [])]
 
 
 def test_exporter_mode_waits_for_parents_then_times_out() -> None:
     g = SpanFactory()
-    with g.span("parent-elsewhere"):
-        with g.span("waiting"):
-            pass
+    with g.span("parent-elsewhere"), g.span("waiting"):
+        pass
     h = Harness(grace=0.0, timeout=10.0)
     h.end(g.finished()[0], starts=False)
     assert h.tick(5.0) == []
@@ -197,7 +194,7 @@ def test_global_cap_drops_and_counts() -> None:
     h = Harness(max_buffered_spans=100)
     h.replay(f.finished())
     assert h.drops[("buffer_overflow", "span")] == 50
-    (name, children), = h.tick(2.0)
+    (_name, children), = h.tick(2.0)
     assert len(children) == 100
 
 
@@ -209,7 +206,7 @@ def test_segment_cap_keeps_the_earliest() -> None:
                 pass
     h = Harness(max_spans=100)
     h.replay(f.finished())
-    (name, children), = h.tick(2.0)
+    (_name, children), = h.tick(2.0)
     assert children[0] == "c000" and len(children) <= 201
     assert "c000" in children and "c099" in children
     assert h.drops[("buffer_overflow", "span")] == 400 - len(children)

@@ -98,7 +98,7 @@ def test_malformed_dsn_is_one_error_and_disables_sending(dsn: str) -> None:
     assert cfg.dsn is None and not cfg.active
     assert len(warnings) == 1
     assert "SENTRY_DSN is malformed" in warnings[0]
-    assert dsn not in warnings[0] or dsn == "not a dsn" and "<redacted>" in warnings[0]
+    assert dsn not in warnings[0] or (dsn == "not a dsn" and "<redacted>" in warnings[0])
 
 
 def test_booleans_are_allow_listed() -> None:

@@ -383,11 +383,10 @@ def test_requests_to_the_dsn_are_dropped() -> None:
 
 def test_span_cap_keeps_the_earliest_and_reparents() -> None:
     f = SpanFactory()
-    with f.span("GET /x", SpanKind.SERVER, SERVER["old"]):
-        with f.span("outer"):
-            for i in range(10):
-                with f.span(f"inner-{i}"):
-                    pass
+    with f.span("GET /x", SpanKind.SERVER, SERVER["old"]), f.span("outer"):
+        for i in range(10):
+            with f.span(f"inner-{i}"):
+                pass
     root, children = f.split()
     mapped = build_transaction(root, children, MappingContext(max_spans=5))
     assert mapped is not None

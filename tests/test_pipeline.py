@@ -89,15 +89,15 @@ def test_intake_queue_is_bounded_and_drops_are_reported() -> None:
     capture = BridgeCapture(max_buffered_spans=100)
     try:
         pipeline = capture.pipeline
-        pipeline._stopped = True  # keep the worker from draining while we overfill  # noqa: SLF001
-        pipeline._worker = threading.current_thread()  # noqa: SLF001
+        pipeline._stopped = True  # keep the worker from draining while we overfill
+        pipeline._worker = threading.current_thread()
         for _ in range(50):
             make_request(capture.tracer_provider, children=3)
         assert len(pipeline.queue) == 100
         ends_queued = sum(1 for kind, _ in pipeline.queue if kind == 1)
         assert pipeline.drops.total("queue_overflow", "span") == 50 * 4 - ends_queued
     finally:
-        pipeline._stopped = False  # noqa: SLF001
+        pipeline._stopped = False
         capture.close()
 
 

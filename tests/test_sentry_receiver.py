@@ -451,6 +451,10 @@ def _tx_span(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _start_after_end(e: dict[str, Any]) -> None:
+    e["spans"][0]["start_timestamp"] = e["spans"][0]["timestamp"] + 1
+
+
 def _tx_span_data(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(e: dict[str, Any]) -> None:
         e["spans"][index]["data"].update({k.replace("__", "."): v for k, v in changes.items()})
@@ -515,7 +519,7 @@ LINT_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("no-parent", _tx_span(0, parent_span_id=None), "parent_span_id is missing"),
     ("cycle", _span_cycle, "cycle"),
     ("no-end", _del_span_end, "timestamp missing"),
-    ("start-after-end", _tx_span(0, start_timestamp=time.time() + 1), "> timestamp"),
+    ("start-after-end", _start_after_end, "> timestamp"),
     ("span-status", _tx_span(0, status="error"), "'error' is not a Sentry span status"),
     ("span-op", _tx_span(0, op=None), "op is missing"),
     ("http-description", _tx_span(1, description="stripe call"), "'METHOD URL'"),

@@ -161,7 +161,7 @@ def test_spotlight_and_envelope_folder(receiver: SentryReceiver, tmp_path: Path)
         spotlight.assert_no_problems()
     files = sorted((tmp_path / "env").glob("*.envelope"))
     assert len(files) == 2
-    headers, items = parse_envelope(files[0].read_bytes())
+    _headers, items = parse_envelope(files[0].read_bytes())
     assert items[0].type == "transaction"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..conventions import Attr, Res
+from otel_sentry_bridge.conventions import Attr, Res
+
 from .scrub import filter_headers, scrub_target, split_url
 from .spans import MappingContext
 from .values import Attrs, clean_attrs, first, first_int, first_str, tag_key, tag_value

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind
 
-from ..conventions import Attr, Op
+from otel_sentry_bridge.conventions import Attr, Op
+
 from .scrub import scrub_url, split_url
 from .values import Attrs, first, first_int, first_str
 

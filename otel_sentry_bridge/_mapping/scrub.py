@@ -96,7 +96,8 @@ def scrub_data(data: dict[str, Any], send_pii: bool) -> dict[str, Any]:
                 del data[key]
         elif key.startswith("http.request.header.") or key.startswith("http.response.header."):
             name = key.split(".", 3)[3] if key.count(".") >= 3 else key
-            if not send_pii and (name.replace("_", "-") in SENSITIVE_HEADERS or is_secret_key(name)):
+            header = name.replace("_", "-")
+            if not send_pii and (header in SENSITIVE_HEADERS or is_secret_key(name)):
                 data[key] = FILTERED
         elif is_secret_key(key):
             data[key] = FILTERED

@@ -10,8 +10,15 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ..config import BridgeConfig
-from ..conventions import REDIS_CACHE_GET, REDIS_CACHE_PUT, REDIS_CACHE_REMOVE, Attr, Op
+from otel_sentry_bridge.config import BridgeConfig
+from otel_sentry_bridge.conventions import (
+    REDIS_CACHE_GET,
+    REDIS_CACHE_PUT,
+    REDIS_CACHE_REMOVE,
+    Attr,
+    Op,
+)
+
 from . import ops
 from .scrub import scrub_data
 from .status import VALID_STATUS, derive_status
@@ -127,13 +134,11 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
         family = "kv"
     elif system is not None:
         op, description = ops.database(name, attrs, data, system)
-    elif (found := ops.messaging(name, kind, attrs, data)) is not None:
-        op, description = found
-    elif (found := ops.rpc(name, kind, attrs, data)) is not None:
+    elif (found := ops.messaging(name, kind, attrs, data) or ops.rpc(name, kind, attrs, data)):
         op, description = found
     elif method is not None:
         op = Op.HTTP
-        ops._set_http_common(data, attrs, method)  # noqa: SLF001
+        ops._set_http_common(data, attrs, method)
         description = name
     else:
         op, description = ops.generic(name, kind, attrs, scope_name), name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from opentelemetry.trace import StatusCode
 
-from ..conventions import Attr
+from otel_sentry_bridge.conventions import Attr
+
 from .values import Attrs, first, first_int
 
 GRPC_STATUS = (

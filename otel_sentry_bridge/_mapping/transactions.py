@@ -9,7 +9,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from ..conventions import SDK_NAME, Attr, Op, Source
+from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
+
 from . import ops
 from .context import collect_tags, collect_user, request_interface, resource_fields
 from .spans import (
