@@ -23,15 +23,21 @@ DropSink = Callable[[str, str, int], None]
 
 
 def estimate_size(span: ReadableSpan) -> int:
-    """Rough bytes held by a finished span (for the byte cap)."""
-    size = 600
-    attrs = span.attributes
-    if attrs:
-        for value in attrs.values():
-            size += 80 + (len(value) if type(value) is str else 16)
-    events = span.events
+    """Rough bytes held by a finished span (for the byte cap): fixed costs plus string sizes."""
+    attrs = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(attrs) is not dict:
+        attrs = span.attributes or {}
+    size = 600 + 96 * len(attrs)
+    for value in attrs.values():
+        if type(value) is str:
+            size += len(value)
+        elif isinstance(value, (tuple, list)):
+            size += 16 * len(value) + sum(len(v) for v in value if type(v) is str)
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
     if events:
-        size += 300 * len(events)
+        size += 400 * len(events)
     return size
 
 
@@ -260,6 +266,7 @@ class TraceBuffer:
                     children.append(span)
                     continue
                 size = estimate_size(span)
+                segment.size -= size
                 self.waiting.setdefault(blocker, []).append(Waiting(span, now, size))
                 self.owner.pop(span_id, None)
             self._split_open(segment, now)
@@ -271,7 +278,7 @@ class TraceBuffer:
         self.owner.pop(segment.root_id, None)
         self._remember_sent(segment.root_id, now)
         self.span_count -= len(children)
-        self.byte_count -= sum(estimate_size(s) for s in children)
+        self.byte_count -= segment.size
         return root, children
 
     def _open_ancestor(self, span: ReadableSpan, segment: Segment) -> int | None:

@@ -311,7 +311,8 @@ def render_transaction(event: Mapping[str, Any], width: int = 100, *, color: boo
         meta.append(_one_line(service))
     meta.append(f"{len(spans)} span{'' if len(spans) == 1 else 's'}")
     tail = " | ".join(meta)
-    name_w = max(20, width - len(op) - len(status) - len(tail) - 9)
+    # Shorten only long names: a header a few characters too wide beats a cut-off route.
+    name_w = max(40, width - len(op) - len(status) - len(tail) - 9)
     header = " | ".join((
         _paint(_truncate(name, name_w), _BOLD, color),
         _paint(op, _CYAN, color),

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._internal_errors import handle_internal_errors, logger
-from ._mapping import MappingContext, build_transaction
+from ._mapping import MappingContext, SpanMapper, build_transaction
 from .buffer import TraceBuffer
 from .config import BridgeConfig, load_config
 from .reports import DropCounter
@@ -42,6 +42,7 @@ class Pipeline:
         self.drops = DropCounter()
         self.transport = Transport(cfg, self.drops, sink=sink)
         self.mapping = MappingContext.from_config(cfg, __version__)
+        self.mapper = SpanMapper(self.mapping)
         self.buffer = self._new_buffer()
         self.queue: deque[tuple[int, ReadableSpan]] = deque()
         self.queue_cap = cfg.max_buffered_spans
@@ -135,13 +136,15 @@ class Pipeline:
                 else:
                     buffer.end(span, now, starts_seen=False)
             ready = buffer.collect(now, force=force)
-        for root, children in ready:
-            with handle_internal_errors("pipeline.map"):
-                self._send(root, children)
+            # Mapped under the lock too, so a flush returns only after segments that another
+            # thread collected were handed to the transport.
+            for root, children in ready:
+                with handle_internal_errors("pipeline.map"):
+                    self._send(root, children)
         return len(ready)
 
     def _send(self, root: ReadableSpan, children: list[ReadableSpan]) -> None:
-        mapped = build_transaction(root, children, self.mapping)
+        mapped = build_transaction(root, children, self.mapping, self.mapper)
         if mapped is None:
             return
         if mapped.dropped_spans:
@@ -164,6 +167,7 @@ class Pipeline:
             return
         self.flush(timeout)
         self._stopped = True
+        self.queue_cap = 0
         self._wake.set()
         self.transport.close(0.0)
 

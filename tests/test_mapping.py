@@ -11,6 +11,7 @@ from spans import SpanFactory, remote_parent
 
 from otel_sentry_bridge._mapping import MappingContext, build_transaction
 from otel_sentry_bridge._mapping.status import derive_status, status_from_grpc, status_from_http
+from otel_sentry_bridge._mapping.values import concept_view
 
 CTX = MappingContext(sdk_version="0.1.0")
 
@@ -314,10 +315,11 @@ def test_status_rules() -> None:
     assert derive_status({}, StatusCode.ERROR) == "internal_error"
     assert derive_status({}, StatusCode.ERROR, "requests.exceptions.ConnectTimeout") == (
         "deadline_exceeded")
-    assert derive_status({"error.type": "ConnectionRefusedError"}, StatusCode.ERROR) == (
+    view = concept_view
+    assert derive_status(view({"error.type": "ConnectionRefusedError"}), StatusCode.ERROR) == (
         "unavailable")
-    assert derive_status({"http.status_code": "404"}, StatusCode.UNSET) == "not_found"
-    assert derive_status({"celery.state": "RETRY"}, StatusCode.ERROR) == "aborted"
+    assert derive_status(view({"http.status_code": "404"}), StatusCode.UNSET) == "not_found"
+    assert derive_status(view({"celery.state": "RETRY"}), StatusCode.ERROR) == "aborted"
     assert status_from_grpc(99) == "unknown"
     assert status_from_grpc(True) is None
     assert status_from_grpc("bogus") is None
@@ -423,6 +425,29 @@ def test_links_and_remote_parent() -> None:
     assert trace["parent_span_id"] == "00f067aa0ba902b7"
     assert mapped.event["event_id"] != ""
     assert len(mapped.event["event_id"]) == 32
+
+
+def test_template_cache_gives_the_same_result() -> None:
+    from otel_sentry_bridge._mapping import SpanMapper
+
+    f = SpanFactory()
+    for _ in range(3):
+        with f.span("GET /x", SpanKind.SERVER, SERVER["old"]):
+            with f.span("SELECT", SpanKind.CLIENT, DB["old"], lib="sqlalchemy"):
+                pass
+            with f.span("GET", SpanKind.CLIENT, {"db.system": "redis",
+                                                 "sentry_bridge.redis.keys": ("k",)}):
+                pass
+    spans = f.finished()
+    mapper = SpanMapper(CTX)
+    for i in range(3):
+        group = spans[i * 3:(i + 1) * 3]
+        root, children = group[-1], group[:-1]
+        cached = build_transaction(root, children, CTX, mapper)
+        fresh = build_transaction(root, children, CTX)
+        assert cached is not None and fresh is not None
+        assert cached.event == fresh.event
+    assert mapper.hits == 6 and mapper.misses == 3
 
 
 def test_mapping_is_deterministic() -> None:

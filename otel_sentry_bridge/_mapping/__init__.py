@@ -3,7 +3,7 @@
 No I/O, no clock, no ``sentry_sdk`` here. The only entry points are re-exported below.
 """
 
-from .spans import MappingContext
+from .spans import MappingContext, SpanMapper
 from .transactions import MappedTransaction, build_transaction
 
-__all__ = ["MappedTransaction", "MappingContext", "build_transaction"]
+__all__ = ["MappedTransaction", "MappingContext", "SpanMapper", "build_transaction"]

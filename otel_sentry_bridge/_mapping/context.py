@@ -9,7 +9,16 @@ from otel_sentry_bridge.conventions import Attr, Res
 
 from .scrub import filter_headers, scrub_target, split_url
 from .spans import MappingContext
-from .values import Attrs, clean_attrs, first, first_int, first_str, tag_key, tag_value
+from .values import (
+    Attrs,
+    clean_attrs,
+    first,
+    first_int,
+    first_str,
+    pick_str,
+    tag_key,
+    tag_value,
+)
 
 MAX_TAGS = 200
 
@@ -17,35 +26,35 @@ MAX_TAGS = 200
 def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     """release, environment, server_name (settings win) and runtime/os/otel contexts."""
     out: dict[str, Any] = {}
-    release = ctx.release or first_str(resource, (Res.SERVICE_VERSION,))
+    release = ctx.release or pick_str(resource, (Res.SERVICE_VERSION,))
     if release:
         out["release"] = release
     out["environment"] = (
-        ctx.environment or first_str(resource, Res.ENVIRONMENT) or "production"
+        ctx.environment or pick_str(resource, Res.ENVIRONMENT) or "production"
     )
-    server = ctx.server_name or first_str(resource, (Res.HOST_NAME,))
+    server = ctx.server_name or pick_str(resource, (Res.HOST_NAME,))
     if server:
         out["server_name"] = server
     contexts: dict[str, Any] = {}
     if resource:
         contexts["otel"] = {"resource": clean_attrs(resource)}
-    runtime_name = first_str(resource, (Res.RUNTIME_NAME,))
+    runtime_name = pick_str(resource, (Res.RUNTIME_NAME,))
     if runtime_name:
         runtime: dict[str, Any] = {"name": runtime_name}
-        version = first_str(resource, (Res.RUNTIME_VERSION,))
+        version = pick_str(resource, (Res.RUNTIME_VERSION,))
         if version:
             runtime["version"] = version
-        raw = first_str(resource, (Res.RUNTIME_DESCRIPTION,))
+        raw = pick_str(resource, (Res.RUNTIME_DESCRIPTION,))
         if raw:
             runtime["raw_description"] = raw
         contexts["runtime"] = runtime
-    os_type = first_str(resource, (Res.OS_TYPE,))
+    os_type = pick_str(resource, (Res.OS_TYPE,))
     if os_type:
         os_ctx: dict[str, Any] = {"name": os_type}
-        version = first_str(resource, (Res.OS_VERSION,))
+        version = pick_str(resource, (Res.OS_VERSION,))
         if version:
             os_ctx["version"] = version
-        raw = first_str(resource, (Res.OS_DESCRIPTION,))
+        raw = pick_str(resource, (Res.OS_DESCRIPTION,))
         if raw:
             os_ctx["raw_description"] = raw
         contexts["os"] = os_ctx
@@ -91,6 +100,8 @@ def collect_tags(attr_sets: Iterable[Attrs], ctx: MappingContext) -> dict[str, s
     wanted = ctx.tag_attributes
     for attrs in attr_sets:
         for key, value in attrs.items():
+            if type(key) is not str:
+                continue
             if key.startswith(prefix):
                 name = tag_key(key[len(prefix):])
             elif key in wanted:
@@ -139,7 +150,7 @@ def request_interface(attrs: Attrs, ctx: MappingContext) -> dict[str, Any] | Non
     headers: dict[str, str] = {}
     prefix = Attr.HTTP_REQUEST_HEADER_PREFIX
     for key, value in attrs.items():
-        if key.startswith(prefix):
+        if type(key) is str and key.startswith(prefix):
             name = "-".join(p.capitalize() for p in key[len(prefix):].replace("_", "-").split("-"))
             text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             headers[name] = text

@@ -59,7 +59,7 @@ def http_method(attrs: Attrs) -> str | None:
     return method.upper() if method else None
 
 
-def _set_http_common(data: dict[str, Any], attrs: Attrs, method: str) -> int | None:
+def set_http_common(data: dict[str, Any], attrs: Attrs, method: str) -> int | None:
     data["http.request.method"] = method
     data["http.method"] = method
     code = first_int(attrs, Attr.HTTP_STATUS)
@@ -72,7 +72,7 @@ def http_client(
     name: str, attrs: Attrs, data: dict[str, Any], method: str, send_pii: bool
 ) -> str:
     """``http.client`` description ``"METHOD scheme://host[:port]/path"`` and data."""
-    _set_http_common(data, attrs, method)
+    set_http_common(data, attrs, method)
     raw_url = first_str(attrs, Attr.URL_FULL)
     if raw_url:
         base, query, fragment = split_url(raw_url)
@@ -126,7 +126,7 @@ def http_server_path(attrs: Attrs) -> str | None:
 
 def http_server(name: str, attrs: Attrs, data: dict[str, Any], method: str) -> str:
     """``http.server`` description ``"METHOD route"`` (or path) and data."""
-    _set_http_common(data, attrs, method)
+    set_http_common(data, attrs, method)
     route = first_str(attrs, Attr.HTTP_ROUTE)
     if route:
         return f"{method} {route}"

@@ -8,8 +8,11 @@ are replaced by ``[Filtered]`` always (as Relay's default scrubber does).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from .values import MAX_VALUE_CHARS, clean_value
 
 FILTERED = "[Filtered]"
 
@@ -83,25 +86,61 @@ _PII_KEYS = frozenset({
 })
 
 
-def scrub_data(data: dict[str, Any], send_pii: bool) -> dict[str, Any]:
-    """Scrub span data in place (URL query strings, PII keys, secret-looking keys)."""
-    for key in list(data):
-        value = data[key]
-        if key in _URL_KEYS and isinstance(value, str):
-            data[key] = scrub_url(value, send_pii)
-        elif key in _TARGET_KEYS and isinstance(value, str):
-            data[key] = scrub_target(value, send_pii)
-        elif key in _PII_KEYS:
-            if not send_pii:
-                del data[key]
-        elif key.startswith("http.request.header.") or key.startswith("http.response.header."):
-            name = key.split(".", 3)[3] if key.count(".") >= 3 else key
-            header = name.replace("_", "-")
-            if not send_pii and (header in SENSITIVE_HEADERS or is_secret_key(name)):
-                data[key] = FILTERED
-        elif is_secret_key(key):
-            data[key] = FILTERED
-    return data
+_COPY, _URL, _TARGET, _PII, _HEADER, _SECRET = range(6)
+_key_actions: dict[str, int] = {}
+
+
+def _action(key: str) -> int:
+    if key in _URL_KEYS:
+        return _URL
+    if key in _TARGET_KEYS:
+        return _TARGET
+    if key in _PII_KEYS:
+        return _PII
+    if key.startswith(("http.request.header.", "http.response.header.")):
+        name = key.split(".", 3)[3] if key.count(".") >= 3 else key
+        if name.replace("_", "-") in SENSITIVE_HEADERS or is_secret_key(name):
+            return _HEADER
+        return _COPY
+    return _SECRET if is_secret_key(key) else _COPY
+
+
+def scrubbed_data(attrs: Mapping[str, Any], send_pii: bool) -> dict[str, Any]:
+    """JSON-safe, privacy-scrubbed copy of span attributes (one pass, per-key decisions memoised).
+
+    URL query strings and credentials, PII keys and sensitive headers go unless ``send_pii``;
+    values of secret-looking keys are always ``[Filtered]``.
+    """
+    out: dict[str, Any] = {}
+    actions = _key_actions
+    for key, value in attrs.items():
+        if type(key) is not str:
+            key = str(key)
+        action = actions.get(key)
+        if action is None:
+            if len(actions) > 20_000:
+                actions.clear()
+            action = actions[key] = _action(key)
+        if action == _COPY:
+            kind = type(value)
+            if (kind is str and len(value) <= MAX_VALUE_CHARS) or kind is int or kind is bool:
+                out[key] = value
+            else:
+                out[key] = clean_value(value)
+        elif action == _URL:
+            out[key] = scrub_url(value, send_pii) if isinstance(value, str) else clean_value(value)
+        elif action == _TARGET:
+            out[key] = (
+                scrub_target(value, send_pii) if isinstance(value, str) else clean_value(value)
+            )
+        elif action == _PII:
+            if send_pii:
+                out[key] = clean_value(value)
+        elif action == _HEADER:
+            out[key] = clean_value(value) if send_pii else FILTERED
+        else:
+            out[key] = FILTERED
+    return out
 
 
 def filter_headers(headers: dict[str, str], send_pii: bool) -> dict[str, str]:

@@ -20,9 +20,9 @@ from otel_sentry_bridge.conventions import (
 )
 
 from . import ops
-from .scrub import scrub_data
+from .scrub import scrubbed_data
 from .status import VALID_STATUS, derive_status
-from .values import clean_attrs, first_str, hex_span, hex_trace, seconds
+from .values import concept_view, first_str, hex_span, hex_trace, seconds
 
 SentrySpan = dict[str, Any]
 
@@ -72,16 +72,19 @@ class MappingContext:
         )
 
 
+_EMPTY: dict[str, Any] = {}
+
+
 def raw_attributes(span: ReadableSpan) -> dict[str, Any]:
-    """A plain-dict copy of a span's attributes."""
+    """A finished span's attributes as a plain dict, read-only (no copy when avoidable)."""
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(inner) is dict:
+        return inner
     attrs = span.attributes
-    if not attrs:
-        return {}
-    inner = getattr(attrs, "_dict", None)
-    return dict(inner) if isinstance(inner, dict) else dict(attrs)
+    return dict(attrs) if attrs else _EMPTY
 
 
-def is_own_request(attrs: dict[str, Any], ctx: MappingContext) -> bool:
+def is_own_request(attrs: dict[Any, Any], ctx: MappingContext) -> bool:
     """True for HTTP client spans aimed at the DSN's host and port (feedback-loop guard)."""
     if ctx.own_host is None:
         return False
@@ -97,7 +100,10 @@ def is_own_request(attrs: dict[str, Any], ctx: MappingContext) -> bool:
 
 
 def _exception_type(span: ReadableSpan) -> str | None:
-    for event in span.events or ():
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
+    for event in events or ():
         if event.name == "exception" and event.attributes:
             value = event.attributes.get("exception.type")
             if isinstance(value, str):
@@ -105,14 +111,33 @@ def _exception_type(span: ReadableSpan) -> str | None:
     return None
 
 
-def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> SentrySpan:
-    """Map one span: ids, times, op, description, status, origin, data."""
-    context = span.context
+_origins: dict[str | None, str] = {}
+
+
+@dataclass(frozen=True)
+class SpanTemplate:
+    """Everything about a mapped span except its ids and timestamps (shared by equal spans)."""
+
+    op: str
+    description: str
+    status: str
+    origin: str
+    data: dict[str, Any]
+    tags: dict[str, str] | None
+    kv_command: str | None
+    view: dict[Any, Any]
+    own_request: bool
+
+
+def make_template(
+    span: ReadableSpan, raw: dict[str, Any], attrs: dict[Any, Any], ctx: MappingContext
+) -> SpanTemplate:
+    """Map a span's category, description, status, origin and data (no ids, no times)."""
     kind = span.kind
     name = span.name or ""
     scope = span.instrumentation_scope
     scope_name = scope.name if scope is not None else None
-    data = clean_attrs(attrs)
+    data = scrubbed_data(raw, ctx.send_pii)
     data["sentry.kind"] = ops.KIND_NAMES.get(kind, "internal")
     tags: dict[str, str] | None = None
 
@@ -121,7 +146,7 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
     system = first_str(attrs, Attr.DB_SYSTEM)
     description: str
     op: str
-    family = None
+    kv_command: str | None = None
     if method is not None and kind is SpanKind.SERVER:
         op, description = Op.HTTP_SERVER, ops.http_server(name, attrs, data, method)
     elif method is not None and kind is SpanKind.CLIENT:
@@ -131,14 +156,15 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
         keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
         key_list = [str(k) for k in keys] if isinstance(keys, (list, tuple)) else None
         op, description = ops.key_value_store(name, attrs, data, system.lower(), key_list)
-        family = "kv"
+        command = data.get("db.operation")
+        kv_command = command if isinstance(command, str) else None
     elif system is not None:
         op, description = ops.database(name, attrs, data, system)
-    elif (found := ops.messaging(name, kind, attrs, data) or ops.rpc(name, kind, attrs, data)):
+    elif found := ops.messaging(name, kind, attrs, data) or ops.rpc(name, kind, attrs, data):
         op, description = found
     elif method is not None:
         op = Op.HTTP
-        ops._set_http_common(data, attrs, method)
+        ops.set_http_common(data, attrs, method)
         description = name
     else:
         op, description = ops.generic(name, kind, attrs, scope_name), name
@@ -146,7 +172,9 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
     if op_override:
         op = op_override
     description = first_str(attrs, Attr.SENTRY_DESCRIPTION) or description or op
-    origin = first_str(attrs, Attr.SENTRY_ORIGIN) or ops.derive_origin(scope_name)
+    origin = first_str(attrs, Attr.SENTRY_ORIGIN) or _origins.get(scope_name)
+    if origin is None:
+        origin = _origins[scope_name] = ops.derive_origin(scope_name)
 
     status_code = span.status.status_code if span.status is not None else StatusCode.UNSET
     status = derive_status(attrs, status_code, _exception_type(span))
@@ -158,8 +186,56 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
         tags = {"http.status_code": str(data["http.response.status_code"])}
     if status not in VALID_STATUS:
         status = "unknown"
+    own = is_own_request(attrs, ctx)
+    return SpanTemplate(op, description, status, origin, data, tags, kv_command, attrs, own)
 
-    scrub_data(data, ctx.send_pii)
+
+class SpanMapper:
+    """Maps spans, remembering templates of equal spans (same scope, kind, name, status and
+    attributes): most spans of a service repeat (the same query, the same cache call), so only
+    their ids and timestamps differ. Deterministic: the output equals :func:`make_template`'s.
+    """
+
+    def __init__(self, ctx: MappingContext, max_entries: int = 4096) -> None:
+        self.ctx = ctx
+        self.max_entries = max_entries
+        self._cache: dict[Any, SpanTemplate] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def template(self, span: ReadableSpan) -> SpanTemplate:
+        """The (possibly shared) template of a span."""
+        raw = raw_attributes(span)
+        status = span.status
+        key: Any = None
+        try:
+            scope = span.instrumentation_scope
+            events = getattr(span, "_events", None)
+            key = (
+                scope.name if scope is not None else None, span.kind, span.name,
+                status.status_code if status is not None else None,
+                status.description if status is not None else None,
+                _exception_type(span) if events else None,
+                tuple(raw.items()),
+            )
+            cached = self._cache.get(key)
+        except TypeError:  # unhashable attribute values: map without the cache
+            key = cached = None
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        template = make_template(span, raw, concept_view(raw), self.ctx)
+        if key is not None:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[key] = template
+        return template
+
+
+def instantiate(span: ReadableSpan, template: SpanTemplate) -> SentrySpan:
+    """A span dict from a template plus the span's own ids and timestamps."""
+    context = span.context
     start = seconds(span.start_time) or 0.0
     end = seconds(span.end_time)
     if end is None or end < start:
@@ -169,28 +245,27 @@ def map_span(span: ReadableSpan, attrs: dict[str, Any], ctx: MappingContext) -> 
         "trace_id": hex_trace(context.trace_id) if context is not None else "0" * 32,
         "span_id": hex_span(context.span_id) if context is not None else "0" * 16,
         "parent_span_id": hex_span(parent.span_id) if parent is not None else None,
-        "op": op,
-        "description": description,
-        "status": status,
-        "origin": origin,
+        "op": template.op,
+        "description": template.description,
+        "status": template.status,
+        "origin": template.origin,
         "start_timestamp": start,
         "timestamp": end,
-        "data": data,
+        "data": dict(template.data),
     }
-    if tags:
-        out["tags"] = tags
-    if family == "kv":
-        out["_kv_command"] = data.get("db.operation")
+    if template.tags:
+        out["tags"] = dict(template.tags)
     return out
 
 
 def cache_parent(
-    span: SentrySpan, attrs: dict[str, Any], ctx: MappingContext
+    span: SentrySpan, template: SpanTemplate, ctx: MappingContext
 ) -> SentrySpan | None:
     """A synthesized ``cache.*`` parent for a redis get/set/delete command (Caches module)."""
     if not ctx.redis_cache_spans or span["op"] != Op.DB_REDIS:
         return None
-    command = span.get("_kv_command")
+    attrs = template.view
+    command = template.kv_command
     keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
     if not isinstance(command, str) or not isinstance(keys, (list, tuple)) or not keys:
         return None

@@ -60,7 +60,7 @@ def status_from_grpc(code: object) -> str | None:
 
 
 def _refine_error(attrs: Attrs, exception_type: str | None) -> str:
-    hint = (first(attrs, ("error.type",)) or exception_type or "")
+    hint = first(attrs, Attr.ERROR_TYPE) or exception_type or ""
     hint = hint if isinstance(hint, str) else str(hint)
     lowered = hint.lower()
     if "timeout" in lowered:

@@ -13,14 +13,7 @@ from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 
 from . import ops
 from .context import collect_tags, collect_user, request_interface, resource_fields
-from .spans import (
-    MappingContext,
-    SentrySpan,
-    cache_parent,
-    is_own_request,
-    map_span,
-    raw_attributes,
-)
+from .spans import MappingContext, SentrySpan, SpanMapper, cache_parent, instantiate
 from .values import first_str, hex_span, hex_trace
 
 _VALID_SOURCES = frozenset({"custom", "url", "route", "view", "component", "task"})
@@ -36,7 +29,7 @@ class MappedTransaction:
 
 
 def transaction_name(
-    span: ReadableSpan, attrs: dict[str, Any], op: str, description: str
+    span: ReadableSpan, attrs: dict[Any, Any], op: str, description: str
 ) -> tuple[str, str]:
     """``(name, source)`` per sentry-mapping.md section 3.3."""
     name = span.name or ""
@@ -84,39 +77,43 @@ def build_transaction(
     root: ReadableSpan,
     children: Sequence[ReadableSpan],
     ctx: MappingContext,
+    mapper: SpanMapper | None = None,
 ) -> MappedTransaction | None:
-    """Map a local root and its descendants. ``None`` when the root itself must not be sent."""
-    root_attrs = raw_attributes(root)
-    if is_own_request(root_attrs, ctx):
+    """Map a local root and its descendants. ``None`` when the root itself must not be sent.
+
+    ``mapper`` (optional) remembers templates of repeated spans across calls; the result is
+    the same with or without it.
+    """
+    if mapper is None or mapper.ctx is not ctx:
+        mapper = SpanMapper(ctx)
+    root_template = mapper.template(root)
+    if root_template.own_request:
         return None
-    root_mapped = map_span(root, root_attrs, ctx)
+    root_attrs = root_template.view
+    root_mapped = instantiate(root, root_template)
     root_id = root_mapped["span_id"]
     trace_id = root_mapped["trace_id"]
 
     original_parent: dict[str, str | None] = {}
     mapped: list[SentrySpan] = []
-    attr_sets: list[dict[str, Any]] = [root_attrs]
+    attr_sets: list[dict[Any, Any]] = [root_attrs]
     filtered = 0
     for child in children:
-        attrs = raw_attributes(child)
-        out = map_span(child, attrs, ctx)
+        template = mapper.template(child)
+        out = instantiate(child, template)
         original_parent[out["span_id"]] = out["parent_span_id"]
-        if is_own_request(attrs, ctx) or (
-            ctx.drop_connect_spans and out["op"] == Op.DB_CONNECT
-        ):
+        if template.own_request or (ctx.drop_connect_spans and out["op"] == Op.DB_CONNECT):
             filtered += 1
             continue
         if out["span_id"] == root_id or out["trace_id"] != trace_id:
             filtered += 1
             continue
-        attr_sets.append(attrs)
-        cache = cache_parent(out, attrs, ctx)
+        attr_sets.append(template.view)
+        cache = cache_parent(out, template, ctx)
         if cache is not None:
             original_parent[cache["span_id"]] = cache["parent_span_id"]
             mapped.append(cache)
-        out.pop("_kv_command", None)
         mapped.append(out)
-    root_mapped.pop("_kv_command", None)
 
     dropped = 0
     if len(mapped) > ctx.max_spans:
@@ -139,10 +136,10 @@ def build_transaction(
 
 def _assemble(
     root: ReadableSpan,
-    root_attrs: dict[str, Any],
+    root_attrs: dict[Any, Any],
     root_mapped: SentrySpan,
     spans: list[SentrySpan],
-    attr_sets: list[dict[str, Any]],
+    attr_sets: list[dict[Any, Any]],
     ctx: MappingContext,
 ) -> dict[str, Any]:
     op = root_mapped["op"]

@@ -6,15 +6,50 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from otel_sentry_bridge.conventions import Attr
+
 #: Longest string kept in span data / contexts (Relay trims further).
 MAX_VALUE_CHARS = 16_384
 MAX_TAG_CHARS = 200
 
-Attrs = Mapping[str, Any]
+Attrs = Mapping[Any, Any]
 
 
-def first(attrs: Attrs, keys: Sequence[str]) -> Any:
-    """Value of the first key present (new semconv first, then old)."""
+def _alias_table() -> dict[str, list[tuple[tuple[str, ...], int]]]:
+    table: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+    for name in dir(Attr):
+        concept = getattr(Attr, name)
+        if name.startswith("_") or not isinstance(concept, tuple):
+            continue
+        for rank, key in enumerate(concept):
+            table.setdefault(key, []).append((concept, rank))
+    return table
+
+
+_ALIASES = _alias_table()
+
+
+def concept_view(attrs: Attrs) -> dict[Any, Any]:
+    """A copy of ``attrs`` that also holds each concept of :class:`Attr` under its tuple.
+
+    One pass over the attributes resolves old and new semantic-convention names (new first),
+    so every later lookup is a single dict access: ``view.get(Attr.HTTP_METHOD)``.
+    """
+    view: dict[Any, Any] = dict(attrs)
+    ranks: dict[tuple[str, ...], int] = {}
+    for key, value in attrs.items():
+        hits = _ALIASES.get(key)
+        if hits is None or value is None:
+            continue
+        for concept, rank in hits:
+            if rank < ranks.get(concept, 99):
+                ranks[concept] = rank
+                view[concept] = value
+    return view
+
+
+def pick(attrs: Attrs, keys: Sequence[str]) -> Any:
+    """First present key of a plain mapping (resources and other non-view mappings)."""
     for key in keys:
         value = attrs.get(key)
         if value is not None:
@@ -22,18 +57,32 @@ def first(attrs: Attrs, keys: Sequence[str]) -> Any:
     return None
 
 
-def first_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
-    """Like :func:`first`, as a non-empty string."""
-    value = first(attrs, keys)
+def pick_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
+    """Like :func:`pick`, as a non-empty string."""
+    value = pick(attrs, keys)
     if value is None:
         return None
     text = value if type(value) is str else str(value)
     return text or None
 
 
-def first_int(attrs: Attrs, keys: Sequence[str]) -> int | None:
+def first(view: Attrs, concept: tuple[str, ...]) -> Any:
+    """Value of a concept in a :func:`concept_view` (new semconv name first, then old)."""
+    return view.get(concept)
+
+
+def first_str(view: Attrs, concept: tuple[str, ...]) -> str | None:
+    """Like :func:`first`, as a non-empty string."""
+    value = view.get(concept)
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    return text or None
+
+
+def first_int(view: Attrs, concept: tuple[str, ...]) -> int | None:
     """Like :func:`first`, as an int (strings of digits accepted, bools refused)."""
-    value = first(attrs, keys)
+    value = view.get(concept)
     if type(value) is int:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
