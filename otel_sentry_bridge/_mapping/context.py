@@ -7,8 +7,8 @@ from typing import Any
 
 from otel_sentry_bridge.conventions import Attr, Res
 
+from .mapping_context import MappingContext
 from .scrub import filter_headers, scrub_target, split_url
-from .spans import MappingContext
 from .values import (
     Attrs,
     clean_attrs,
@@ -62,56 +62,69 @@ def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[st
     return out
 
 
-def collect_user(attr_sets: Iterable[Attrs], ctx: MappingContext) -> dict[str, Any] | None:
-    """Sentry ``user`` from ``enduser.*``/``user.*``; the first set (the root) wins per field."""
+def span_user(attrs: Attrs, ctx: MappingContext) -> dict[str, Any]:
+    """User fields (``enduser.*``/``user.*``) found on one span."""
     user: dict[str, Any] = {}
-    for attrs in attr_sets:
-        for field, keys in (
-            ("id", Attr.USER_ID),
-            ("email", Attr.USER_EMAIL),
-            ("username", Attr.USER_NAME),
-        ):
-            if field not in user:
-                value = first_str(attrs, keys)
-                if value:
-                    user[field] = value[:512]
-        if "roles" not in user:
-            roles = first(attrs, Attr.USER_ROLES)
-            if isinstance(roles, str) and roles:
-                user["roles"] = [r.strip() for r in roles.split(",") if r.strip()]
-            elif isinstance(roles, (list, tuple)) and roles:
-                user["roles"] = [str(r) for r in roles]
-        if ctx.send_pii and "ip_address" not in user:
-            ip = first_str(attrs, Attr.CLIENT_ADDRESS)
-            if ip:
-                user["ip_address"] = ip
+    for field, keys in (
+        ("id", Attr.USER_ID),
+        ("email", Attr.USER_EMAIL),
+        ("username", Attr.USER_NAME),
+    ):
+        value = first_str(attrs, keys)
+        if value:
+            user[field] = value[:512]
+    roles = first(attrs, Attr.USER_ROLES)
+    if isinstance(roles, str) and roles:
+        user["roles"] = [r.strip() for r in roles.split(",") if r.strip()]
+    elif isinstance(roles, (list, tuple)) and roles:
+        user["roles"] = [str(r) for r in roles]
+    if ctx.send_pii:
+        ip = first_str(attrs, Attr.CLIENT_ADDRESS)
+        if ip:
+            user["ip_address"] = ip
+    return user
+
+
+def merge_user(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Sentry ``user`` from per-span fields; the first part (the root) wins per field."""
+    user: dict[str, Any] = {}
+    for part in parts:
+        for field, value in part.items():
+            user.setdefault(field, value)
     if not user:
         return None
     roles = user.pop("roles", None)
     if roles:
-        user["data"] = {"roles": roles}
+        user["data"] = {"roles": list(roles)}
     return user
 
 
-def collect_tags(attr_sets: Iterable[Attrs], ctx: MappingContext) -> dict[str, str]:
-    """Tags from ``sentry.tag.*`` attributes and ``SENTRY_BRIDGE_TAG_ATTRIBUTES``; root wins."""
-    tags: dict[str, str] = {}
+def span_tags(attrs: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
+    """Tags from one span: ``sentry.tag.*`` attributes and ``SENTRY_BRIDGE_TAG_ATTRIBUTES``."""
+    found: list[tuple[str, str]] = []
     prefix = Attr.SENTRY_TAG_PREFIX
     wanted = ctx.tag_attributes
-    for attrs in attr_sets:
-        for key, value in attrs.items():
-            if type(key) is not str:
-                continue
-            if key.startswith(prefix):
-                name = tag_key(key[len(prefix):])
-            elif key in wanted:
-                name = tag_key(key)
-            else:
-                continue
-            if name is None or name in tags or len(tags) >= MAX_TAGS:
-                continue
-            text = tag_value(value)
-            if text is not None:
+    for key, value in attrs.items():
+        if type(key) is not str:
+            continue
+        if key.startswith(prefix):
+            name = tag_key(key[len(prefix):])
+        elif key in wanted:
+            name = tag_key(key)
+        else:
+            continue
+        text = tag_value(value)
+        if name is not None and text is not None:
+            found.append((name, text))
+    return tuple(found)
+
+
+def merge_tags(parts: Iterable[tuple[tuple[str, str], ...]]) -> dict[str, str]:
+    """Event tags from per-span tags; the first part (the root) wins, at most 200 tags."""
+    tags: dict[str, str] = {}
+    for part in parts:
+        for name, text in part:
+            if name not in tags and len(tags) < MAX_TAGS:
                 tags[name] = text
     return tags
 

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_sentry_bridge.config import BridgeConfig
 from otel_sentry_bridge.conventions import (
     REDIS_CACHE_GET,
     REDIS_CACHE_PUT,
@@ -20,56 +19,13 @@ from otel_sentry_bridge.conventions import (
 )
 
 from . import ops
+from .context import span_tags, span_user
+from .mapping_context import MappingContext
 from .scrub import scrubbed_data
 from .status import VALID_STATUS, derive_status
 from .values import concept_view, first_str, hex_span, hex_trace, seconds
 
 SentrySpan = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MappingContext:
-    """What the pure mapping needs from the settings, computed once."""
-
-    send_pii: bool = False
-    tag_attributes: tuple[str, ...] = ()
-    max_spans: int = 1000
-    drop_connect_spans: bool = False
-    redis_cache_spans: bool = True
-    cache_prefixes: tuple[str, ...] = ()
-    release: str | None = None
-    environment: str | None = None
-    server_name: str | None = None
-    own_host: str | None = None
-    own_port: int | None = None
-    sdk_version: str = "0"
-
-    @classmethod
-    def from_config(cls, cfg: BridgeConfig, sdk_version: str) -> MappingContext:
-        """Derive the mapping context (including the DSN's host and port) from settings."""
-        host: str | None = None
-        port: int | None = None
-        if cfg.dsn:
-            try:
-                parts = urlsplit(cfg.dsn)
-                host = parts.hostname
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-            except ValueError:
-                host = None
-        return cls(
-            send_pii=cfg.send_default_pii,
-            tag_attributes=cfg.tag_attributes,
-            max_spans=cfg.max_spans,
-            drop_connect_spans=cfg.drop_connect_spans,
-            redis_cache_spans=cfg.redis_cache_spans,
-            cache_prefixes=cfg.cache_prefixes,
-            release=cfg.release,
-            environment=cfg.environment,
-            server_name=cfg.server_name,
-            own_host=host,
-            own_port=port,
-            sdk_version=sdk_version,
-        )
 
 
 _EMPTY: dict[str, Any] = {}
@@ -127,6 +83,8 @@ class SpanTemplate:
     kv_command: str | None
     view: dict[Any, Any]
     own_request: bool
+    user: dict[str, Any]
+    tag_items: tuple[tuple[str, str], ...]
 
 
 def make_template(
@@ -187,7 +145,10 @@ def make_template(
     if status not in VALID_STATUS:
         status = "unknown"
     own = is_own_request(attrs, ctx)
-    return SpanTemplate(op, description, status, origin, data, tags, kv_command, attrs, own)
+    return SpanTemplate(
+        op, description, status, origin, data, tags, kv_command, attrs, own,
+        span_user(attrs, ctx), span_tags(attrs, ctx),
+    )
 
 
 class SpanMapper:

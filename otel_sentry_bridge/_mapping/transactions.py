@@ -12,8 +12,9 @@ from opentelemetry.trace import SpanKind
 from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 
 from . import ops
-from .context import collect_tags, collect_user, request_interface, resource_fields
-from .spans import MappingContext, SentrySpan, SpanMapper, cache_parent, instantiate
+from .context import merge_tags, merge_user, request_interface, resource_fields
+from .mapping_context import MappingContext
+from .spans import SentrySpan, SpanMapper, SpanTemplate, cache_parent, instantiate
 from .values import first_str, hex_span, hex_trace
 
 _VALID_SOURCES = frozenset({"custom", "url", "route", "view", "component", "task"})
@@ -96,7 +97,7 @@ def build_transaction(
 
     original_parent: dict[str, str | None] = {}
     mapped: list[SentrySpan] = []
-    attr_sets: list[dict[Any, Any]] = [root_attrs]
+    templates: list[SpanTemplate] = [root_template]
     filtered = 0
     for child in children:
         template = mapper.template(child)
@@ -108,7 +109,7 @@ def build_transaction(
         if out["span_id"] == root_id or out["trace_id"] != trace_id:
             filtered += 1
             continue
-        attr_sets.append(template.view)
+        templates.append(template)
         cache = cache_parent(out, template, ctx)
         if cache is not None:
             original_parent[cache["span_id"]] = cache["parent_span_id"]
@@ -130,7 +131,7 @@ def build_transaction(
             seen += 1
         item["parent_span_id"] = parent if parent in kept else root_id
 
-    event = _assemble(root, root_attrs, root_mapped, mapped, attr_sets, ctx)
+    event = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
     return MappedTransaction(event, dropped, filtered)
 
 
@@ -139,7 +140,7 @@ def _assemble(
     root_attrs: dict[Any, Any],
     root_mapped: SentrySpan,
     spans: list[SentrySpan],
-    attr_sets: list[dict[Any, Any]],
+    templates: list[SpanTemplate],
     ctx: MappingContext,
 ) -> dict[str, Any]:
     op = root_mapped["op"]
@@ -179,7 +180,7 @@ def _assemble(
         },
         **fields,
     }
-    tags = collect_tags(attr_sets, ctx)
+    tags = merge_tags(t.tag_items for t in templates)
     status_code = root_mapped["data"].get("http.response.status_code")
     if op == Op.HTTP_SERVER:
         request = request_interface(root_attrs, ctx)
@@ -191,7 +192,7 @@ def _assemble(
         tags.setdefault("http.status_code", str(status_code))
     if tags:
         event["tags"] = tags
-    user = collect_user(attr_sets, ctx)
+    user = merge_user(t.user for t in templates)
     if user:
         event["user"] = user
     return event
