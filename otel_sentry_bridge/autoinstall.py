@@ -8,7 +8,6 @@ links errors captured by a ``sentry_sdk.init()`` client to the active OTel span.
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import weakref
@@ -18,7 +17,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggr
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._internal_errors import handle_internal_errors, logger
-from .config import load_config
+from .pipeline import get_pipeline
 from .processor import SentrySpanProcessor
 from .redis_hooks import reinstrument_redis
 from .transport import install_sentry_sdk_hooks
@@ -81,8 +80,9 @@ def _link_sentry_sdk() -> None:
 def post_instrument() -> None:
     """Entry point ``opentelemetry_post_instrument: sentry_bridge``."""
     with handle_internal_errors("post_instrument"):
-        cfg = load_config(os.environ)
-        if not cfg.active:
+        pipeline = get_pipeline()  # reports bad settings (e.g. a malformed DSN) once
+        cfg = pipeline.cfg
+        if not pipeline.enabled:
             return
         processor = install()
         if processor is not None:

@@ -159,8 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Child spans per transaction; the earliest are kept, the rest dropped and counted.",
             parse_int(1, 100_000)),
     Setting("send_default_pii", "SENTRY_BRIDGE_SEND_DEFAULT_PII", "bool", False,
-            "Send personal data (client IP, cookies, auth headers, query strings, user email). "
-            "Never passed to sentry-sdk.", parse_bool),
+            "Send personal data: client IP, cookies, auth headers, query strings. (User fields "
+            "the app sets on spans are always sent.) Never passed to sentry-sdk.", parse_bool),
     Setting("late_span_grace", "SENTRY_BRIDGE_LATE_SPAN_GRACE", "seconds", 1.0,
             "How long a root's transaction waits after the root ends for children still "
             "finishing.", parse_float(0.0, 600.0)),
@@ -253,8 +253,8 @@ def load_config(
             values[setting.name] = overrides[setting.name]
             continue
         raw = environ.get(setting.env)
-        if raw is None:
-            continue
+        if raw is None or not raw.strip():
+            continue  # empty means unset
         try:
             values[setting.name] = setting.parse(raw)
         except BadValue as exc:

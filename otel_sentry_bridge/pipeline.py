@@ -213,6 +213,12 @@ def create_pipeline(cfg: BridgeConfig, sink: Callable[[bytes], None] | None = No
     """Build a pipeline and register exit/fork handling for it."""
     if cfg.debug:
         logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+            )
+            logger.addHandler(handler)
     pipeline = Pipeline(cfg, sink=sink)
     if not pipeline.enabled:
         if not cfg.enabled:

@@ -504,7 +504,17 @@ def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] |
             trace = current_span_context()
             if trace is not None:
                 contexts = event.setdefault("contexts", {})
-                contexts["trace"] = {**contexts.get("trace", {}), **trace}
+                linked = {**contexts.get("trace", {}), **trace}
+                dsc = linked.get("dynamic_sampling_context")
+                if isinstance(dsc, dict):
+                    # sentry-sdk turns this into the envelope's trace header: it must describe
+                    # the OTel trace, not sentry-sdk's own propagation context.
+                    linked["dynamic_sampling_context"] = {
+                        **{k: v for k, v in dsc.items()
+                           if k in ("public_key", "release", "environment", "org_id")},
+                        "trace_id": trace["trace_id"],
+                    }
+                contexts["trace"] = linked
         return event
 
     sentry_sdk.get_global_scope().add_event_processor(processor)  # type: ignore[arg-type]

@@ -176,7 +176,7 @@ def request_interface(attrs: Attrs, ctx: MappingContext) -> dict[str, Any] | Non
         request["headers"] = filter_headers(headers, ctx.send_pii)
     env: dict[str, str] = {}
     if host:
-        env["SERVER_NAME"] = host
+        env["SERVER_NAME"] = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if port:
         env["SERVER_PORT"] = str(port)
     if ctx.send_pii:

@@ -17,7 +17,7 @@ from .values import MAX_VALUE_CHARS, clean_value
 FILTERED = "[Filtered]"
 
 _SECRET_KEY = re.compile(
-    r"(passw(or)?d|passwd|secret|token|api[-_.]?key|apikey|auth(orization)?\b|"
+    r"(passw(or)?d|passwd|secret|token(?!s)|api[-_.]?key|apikey|auth(orization)?\b|"
     r"authorization|cookie|session[-_.]?id|csrf|xsrf|credential|private[-_.]?key|"
     r"access[-_.]?key|signature|set-cookie)",
     re.IGNORECASE,

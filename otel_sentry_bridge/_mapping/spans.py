@@ -244,8 +244,8 @@ def cache_parent(
     digest = hashlib.sha256((span["span_id"] + ":cache").encode()).hexdigest()[:16]
     data: dict[str, Any] = {"cache.key": key_list, "cache.operation": command}
     hit = attrs.get(Attr.CACHE_HIT)
-    if op == Op.CACHE_GET:
-        data["cache.hit"] = bool(hit) if isinstance(hit, bool) else False
+    if op == Op.CACHE_GET and isinstance(hit, bool):
+        data["cache.hit"] = hit
     if op == Op.CACHE_PUT:
         data["cache.write"] = True
     size = attrs.get(Attr.CACHE_ITEM_SIZE)
