@@ -1,0 +1,540 @@
+"""``make demo``: two instrumented Flask services, a few requests, the resulting transactions.
+
+Needs nothing but this repository's virtualenv: no Sentry account, no Docker, no Redis. It
+
+1. starts ``examples/inventory/app.py`` and ``examples/shop/app.py`` under
+   ``opentelemetry-instrument`` on free ports of 127.0.0.1, each on its own fresh SQLite file,
+   with the bridge writing every envelope to ``.demo-envelopes/<service>/``;
+2. sends a handful of requests to the shop (which calls the inventory over HTTP);
+3. stops both with SIGTERM (the bridge flushes at exit);
+4. reads the envelope folders back and prints every transaction as a waterfall, grouped per
+   request. Start-up work (table creation, seeding, /health polling) is hidden unless ``--all``.
+
+Your own ``SENTRY_DSN``, ``SENTRY_SPOTLIGHT``, ``SENTRY_ENVIRONMENT`` and ``SENTRY_RELEASE`` are
+passed on when set: the same envelopes then also go to Sentry and/or Spotlight.
+
+Run from anywhere: ``python examples/demo.py [--all] [--width N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from otel_sentry_bridge import console
+from otel_sentry_bridge.config import mask_dsn
+
+REPO = Path(__file__).resolve().parent.parent
+ENVELOPE_ROOT = REPO / ".demo-envelopes"
+APPS = {
+    "inventory": REPO / "examples" / "inventory" / "app.py",
+    "shop": REPO / "examples" / "shop" / "app.py",
+}
+#: Passed through from your environment when set (then envelopes also reach Sentry/Spotlight).
+PASS_THROUGH = ("SENTRY_DSN", "SENTRY_SPOTLIGHT", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE")
+#: Not inherited: they would change what the demo shows (your SHOP_DATABASE_URL, OTEL_*...).
+STRIPPED_PREFIXES = ("SENTRY_", "OTEL_", "SHOP_", "INVENTORY_")
+
+STARTUP_TIMEOUT = 60.0  # opentelemetry-instrument start-up can take seconds on a cold machine
+REQUEST_TIMEOUT = 15.0
+STOP_TIMEOUT = 20.0  # the bridge's flush at exit is bounded by 5 s (SENTRY_BRIDGE_SHUTDOWN_TIMEOUT)
+MATCH_SLACK = 0.05  # seconds of clock slack when matching transactions to the requests we sent
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# The demo process itself is not instrumented; these requests never use a proxy.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class DemoError(Exception):
+    """A failure with a message meant for the user."""
+
+
+@dataclass
+class App:
+    """One example app running under opentelemetry-instrument."""
+
+    name: str
+    port: int
+    envelope_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[str]:
+        try:
+            text = self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return []
+        return [_ANSI.sub("", line) for line in text.splitlines()]
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_lines()[-lines:]) or "(no output)"
+
+    def log_head(self, lines: int = 15) -> str:
+        """Start-up problems (e.g. "Failed to auto initialize OpenTelemetry") come first."""
+        return "\n".join(self.log_lines()[:lines]) or "(no output)"
+
+
+@dataclass
+class Sent:
+    """One request the demo sent."""
+
+    number: int
+    method: str
+    path: str
+    note: str
+    status: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    error: str | None = None
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+# The requests: (method, path, JSON body, what the shop does).
+SCRIPT: list[tuple[str, str, Any, str]] = [
+    ("GET", "/products", None, "one SELECT"),
+    ("GET", "/products/1", None, "SELECT, then GET inventory /stock/1: one trace, two services"),
+    ("GET", "/products/1", None, "the same again; the demo runs without Redis, so no cache"),
+    ("GET", "/products/999", None, "unknown product: 404"),
+    ("POST", "/orders", {"product_id": 1, "quantity": 2},
+     "SELECT + INSERT in one DB transaction, then POST inventory /reserve"),
+    ("GET", "/search?q=mug", None,
+     "SELECT ... LIKE; the query string (q=mug) is not sent by default"),
+    ("GET", "/fail", None,
+     "the view raises RuntimeError: 500 (a span status; error events are not sent yet)"),
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+def free_port(taken: set[int]) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (and not in ``taken``)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise DemoError("could not find a free TCP port on 127.0.0.1")
+
+
+def send(method: str, url: str, body: Any = None, timeout: float = REQUEST_TIMEOUT) -> int:
+    """Send one request; returns the HTTP status (error statuses included)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            response.read()
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as err:
+        with err:
+            err.read()
+            return err.code
+
+
+def instrument_command() -> Path:
+    """``opentelemetry-instrument`` next to this interpreter (no resolve: venv symlinks)."""
+    path = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not path.exists():
+        raise DemoError(
+            f"{path} not found. Run `make demo` (it creates .venv with everything needed), "
+            "or install requirements/test.txt and this package into the active environment."
+        )
+    return path
+
+
+def child_environment(app: App, inventory_url: str, db_dir: Path) -> dict[str, str]:
+    """The environment of one app (see the module docstring)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_PREFIXES)}
+    for key in PASS_THROUGH:
+        value = os.environ.get(key, "").strip()
+        if value:
+            env[key] = value
+    no_proxy = ",".join(filter(None, (os.environ.get("NO_PROXY"), "127.0.0.1,localhost")))
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "NO_PROXY": no_proxy,  # the shop's requests -> inventory call stays on loopback
+        "no_proxy": no_proxy,
+        "OTEL_SERVICE_NAME": app.name,
+        # opentelemetry-distro (often installed next to opentelemetry-instrument) defaults
+        # every exporter to OTLP; without an OTLP exporter package start-up then fails and the
+        # app runs uninstrumented, and with one it sends to a collector on localhost:4317. The
+        # bridge is a span processor, not an exporter: "none" leaves it as the only destination.
+        # (OTEL_PYTHON_DISTRO=sentry_bridge + OTEL_PYTHON_CONFIGURATOR=sentry_bridge also work.)
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        # An envelope folder counts as a destination: no SENTRY_DSN needed.
+        "SENTRY_BRIDGE_ENVELOPE_DIR": str(app.envelope_dir),
+        # Send a transaction 0.2 s after its root span ends (default 1 s).
+        "SENTRY_BRIDGE_LATE_SPAN_GRACE": "0.2",
+    })
+    if app.name == "shop":
+        env["SHOP_PORT"] = str(app.port)
+        env["SHOP_DATABASE_URL"] = f"sqlite:///{db_dir / 'shop.db'}"
+        env["SHOP_INVENTORY_URL"] = inventory_url
+    else:
+        env["INVENTORY_PORT"] = str(app.port)
+        env["INVENTORY_DATABASE_URL"] = f"sqlite:///{db_dir / 'inventory.db'}"
+    return env
+
+
+def start(app: App, env: Mapping[str, str], instrument: Path) -> int:
+    """Start one app (its output goes to ``app.log_path``); returns its process id."""
+    argv = [str(instrument), sys.executable, str(APPS[app.name])]
+    app.log = open(app.log_path, "wb")  # noqa: SIM115 (closed in stop())
+    app.proc = subprocess.Popen(
+        argv, env=dict(env), cwd=REPO, stdin=subprocess.DEVNULL,
+        stdout=app.log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C in the terminal reaches the demo only; we stop them
+    )
+    return app.proc.pid
+
+
+def wait_healthy(apps: list[App], timeout: float) -> None:
+    """Poll ``GET /health`` of every app until it answers 200."""
+    deadline = time.monotonic() + timeout
+    pending = list(apps)
+    while pending:
+        for app in list(pending):
+            assert app.proc is not None
+            if app.proc.poll() is not None:
+                raise DemoError(
+                    f"{app.name} exited with code {app.proc.returncode} during start-up. "
+                    f"Last lines of {rel(app.log_path)}:\n{indent(app.log_tail())}"
+                )
+            try:
+                if send("GET", app.base_url + "/health", timeout=1.0) == 200:
+                    pending.remove(app)
+            except (OSError, http.client.HTTPException):
+                pass
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(a.name for a in pending)
+            tails = "\n".join(f"{a.name} ({rel(a.log_path)}):\n{indent(a.log_tail())}"
+                              for a in pending)
+            raise DemoError(f"{names} did not answer GET /health within {timeout:g} s.\n{tails}")
+        if pending:
+            time.sleep(0.1)
+
+
+def stop(app: App, timeout: float) -> None:
+    """SIGTERM (the apps exit through sys.exit, so the bridge flushes), then SIGKILL."""
+    proc = app.proc
+    if proc is not None and proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {app.name} did not exit within {timeout:g} s after SIGTERM; killing it",
+                  file=sys.stderr)
+            proc.kill()
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+    if app.log is not None:
+        app.log.close()
+        app.log = None
+
+
+def kill(app: App) -> None:
+    """Last resort in ``finally``: make sure no child outlives the demo."""
+    proc = app.proc
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    if app.log is not None:
+        app.log.close()
+        app.log = None
+
+
+def shown_dsn(dsn: str) -> str:
+    """The DSN with its key masked (never the key, even for a malformed DSN)."""
+    try:
+        return mask_dsn(dsn) or ""
+    except ValueError:
+        return "<malformed DSN>"
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+@contextmanager
+def temporary_folder() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="otel-sentry-bridge-demo-") as name:
+        yield Path(name)
+
+
+# ----------------------------------------------------------------------------- reading back
+def read_transactions(app: App) -> tuple[list[dict[str, Any]], int]:
+    """Transactions in one app's envelope folder, and the number of unreadable files."""
+    found: list[dict[str, Any]] = []
+    bad = 0
+    if not app.envelope_dir.is_dir():
+        return found, bad
+    for path in console.envelope_files([app.envelope_dir]):
+        try:
+            found.extend(p for kind, p in console.read_items(path) if kind == "transaction")
+        except (OSError, ValueError) as exc:
+            bad += 1
+            print(f"warning: cannot read {rel(path)}: {exc}", file=sys.stderr)
+    return found, bad
+
+
+def start_of(event: Mapping[str, Any]) -> float:
+    value = console.timestamp(event.get("start_timestamp"))
+    return value if value is not None else 0.0
+
+
+def trace_id_of(event: Mapping[str, Any]) -> str:
+    contexts = event.get("contexts")
+    trace = contexts.get("trace") if isinstance(contexts, Mapping) else None
+    value = trace.get("trace_id") if isinstance(trace, Mapping) else None
+    return str(value or "")
+
+
+def op_of(event: Mapping[str, Any]) -> str:
+    contexts = event.get("contexts")
+    trace = contexts.get("trace") if isinstance(contexts, Mapping) else None
+    return str(trace.get("op") or "") if isinstance(trace, Mapping) else ""
+
+
+def service_of(event: Mapping[str, Any]) -> str:
+    contexts = event.get("contexts")
+    otel = contexts.get("otel") if isinstance(contexts, Mapping) else None
+    resource = otel.get("resource") if isinstance(otel, Mapping) else None
+    name = resource.get("service.name") if isinstance(resource, Mapping) else None
+    return str(name or "?")
+
+
+def cross_service_link(event: Mapping[str, Any], group: list[dict[str, Any]]) -> str | None:
+    """``<- continues ...`` when ``event``'s parent span is a span of another transaction."""
+    contexts = event.get("contexts")
+    trace = contexts.get("trace") if isinstance(contexts, Mapping) else None
+    parent = trace.get("parent_span_id") if isinstance(trace, Mapping) else None
+    if not parent:
+        return None
+    for other in group:
+        for span in other.get("spans") or ():
+            if isinstance(span, Mapping) and span.get("span_id") == parent:
+                return (f"(continues the trace from {service_of(other)}: its parent is the "
+                        f"{span.get('op')} span {parent[:8]}.. above)")
+    return None
+
+
+def closest_request(sent: list[Sent], begin: float) -> Sent | None:
+    """The request in flight at ``begin`` (or the nearest one within ``MATCH_SLACK``)."""
+    best: Sent | None = None
+    best_gap = MATCH_SLACK
+    for item in sent:
+        gap = max(item.started - begin, begin - item.ended, 0.0)
+        if gap <= best_gap:
+            best, best_gap = item, gap
+            if gap == 0.0:
+                break
+    return best
+
+
+def assign(sent: list[Sent], transactions: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Attach each trace (all transactions sharing a trace id) to the request that caused it.
+
+    A trace belongs to a request when its shop ``http.server`` transaction started while that
+    request was in flight. Returns the traces that belong to no request (start-up, /health).
+    """
+    traces: dict[str, list[dict[str, Any]]] = {}
+    for event in sorted(transactions, key=start_of):
+        traces.setdefault(trace_id_of(event), []).append(event)
+    unmatched: list[list[dict[str, Any]]] = []
+    for events in traces.values():
+        entry = next((e for e in events if op_of(e) == "http.server"
+                      and service_of(e) == "shop"), None)
+        owner = None
+        if entry is not None and not str(entry.get("transaction", "")).endswith("/health"):
+            owner = closest_request(sent, start_of(entry))
+        if owner is None:
+            unmatched.append(events)
+        else:
+            owner.transactions.extend(events)
+    return unmatched
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run the shop + inventory example under opentelemetry-instrument and show "
+                    "the Sentry transactions the bridge produced (no Sentry account needed).")
+    parser.add_argument("--all", action="store_true",
+                        help="also show start-up transactions (schema, seeding, /health polls)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="output width (default: the terminal's, 80..140)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    instrument = instrument_command()
+    width = args.width or max(80, min(140, shutil.get_terminal_size((100, 24)).columns))
+    color = console.use_color(sys.stdout)
+    rule = "-" * width
+
+    try:  # start clean: only this run's envelopes are read back
+        shutil.rmtree(ENVELOPE_ROOT, ignore_errors=False)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DemoError(f"cannot clean {ENVELOPE_ROOT}: {exc}") from exc
+    ENVELOPE_ROOT.mkdir(parents=True, exist_ok=True)
+    taken: set[int] = set()
+    apps = [
+        App(name, free_port(taken), ENVELOPE_ROOT / name, ENVELOPE_ROOT / f"{name}.log")
+        for name in ("inventory", "shop")
+    ]
+    inventory, shop = apps
+    dsn = os.environ.get("SENTRY_DSN", "").strip()
+    spotlight = os.environ.get("SENTRY_SPOTLIGHT", "").strip()
+
+    print("otel-sentry-bridge demo: shop + inventory under opentelemetry-instrument")
+    print(f"  envelopes -> {rel(ENVELOPE_ROOT)}/<service>/"
+          + (f", Sentry ({shown_dsn(dsn)})" if dsn else "")
+          + (f", Spotlight ({spotlight})" if spotlight else ""))
+    sent: list[Sent] = []
+    with temporary_folder() as db_dir:
+        try:
+            for app in apps:
+                env = child_environment(app, inventory.base_url, db_dir)
+                pid = start(app, env, instrument)
+                print(f"  started {app.name:<9} on {app.base_url}  (pid {pid}, output in "
+                      f"{rel(app.log_path)})")
+            wait_healthy(apps, STARTUP_TIMEOUT)
+            print("  both answer GET /health; sending requests to the shop:")
+            label_w = max(len(f"{method} {path}") for method, path, _, _ in SCRIPT)
+            for number, (method, path, body, note) in enumerate(SCRIPT, 1):
+                item = Sent(number, method, path, note)
+                item.started = time.time()
+                try:
+                    item.status = send(method, shop.base_url + path, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    item.error = f"{type(exc).__name__}: {exc}"
+                item.ended = time.time()
+                sent.append(item)
+                outcome = item.error or str(item.status)
+                took = console.format_ms(item.ended - item.started)
+                print(f"    {number}. {item.label:<{label_w}}  -> {outcome:<3} {took:>9}")
+            print("  stopping both apps with SIGTERM (the bridge flushes at exit)")
+            for app in (shop, inventory):
+                stop(app, STOP_TIMEOUT)
+        finally:
+            for app in apps:
+                kill(app)
+
+    transactions: list[dict[str, Any]] = []
+    unreadable = 0
+    for app in apps:
+        found, bad = read_transactions(app)
+        transactions.extend(found)
+        unreadable += bad
+    if not transactions:
+        raise DemoError(
+            f"no transaction arrived: nothing in {rel(ENVELOPE_ROOT)}/<service>/.\n"
+            "The requests were answered, so the apps ran, but the bridge sent nothing. Look for "
+            "an OpenTelemetry or otel-sentry-bridge message at the start of the apps' output:\n"
+            + "\n".join(f"  {a.name} ({rel(a.log_path)}):\n{indent(a.log_head())}" for a in apps)
+        )
+    startup = assign(sent, transactions)
+
+    print()
+    for item in sent:
+        outcome = item.error or str(item.status)
+        print(rule)
+        print(f"Request {item.number}/{len(sent)}: {item.label} -> {outcome}  |  {item.note}")
+        print(rule)
+        if not item.transactions:
+            print("  (no transaction for this request)\n")
+            continue
+        for event in sorted(item.transactions, key=start_of):
+            link = cross_service_link(event, item.transactions)
+            if link:
+                print(link)
+            print(console.render_transaction(event, width, color=color))
+            print()
+    hidden = sum(len(events) for events in startup)
+    if args.all and startup:
+        print(rule)
+        print(f"Not caused by a demo request ({hidden}): start-up work and /health polling")
+        print(rule)
+        for events in sorted(startup, key=lambda group: start_of(group[0])):
+            for event in events:
+                print(console.render_transaction(event, width, color=color))
+                print()
+
+    missing = [item for item in sent if not item.transactions]
+    shown = len(transactions) - hidden
+    print(rule)
+    print(f"{len(transactions)} transactions received: {shown} from the {len(sent)} requests"
+          + (f", {hidden} start-up/health ones "
+             + ("shown above" if args.all else "hidden (--all shows them)") if hidden else ""))
+    print(f"Raw envelopes kept in {rel(ENVELOPE_ROOT)}/shop and {rel(ENVELOPE_ROOT)}/inventory;"
+          " show them again with:")
+    print(f"  python -m otel_sentry_bridge show {rel(ENVELOPE_ROOT)}")
+    if dsn:
+        print(f"The same envelopes were also sent to Sentry ({shown_dsn(dsn)}).")
+    if unreadable or missing:
+        names = ", ".join(f"{m.number}. {m.label}" for m in missing)
+        raise DemoError(
+            (f"{unreadable} envelope file(s) could not be read. " if unreadable else "")
+            + (f"No transaction for request(s) {names}. " if missing else "")
+            + f"See {rel(inventory.log_path)} and {rel(shop.log_path)}."
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DemoError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; both apps were stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
