@@ -10,19 +10,15 @@ own requests are never traced. Every drop is counted and reported as a client re
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
-import ssl
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import sentry_sdk
@@ -34,6 +30,7 @@ from sentry_sdk.envelope import Envelope, Item, PayloadRef
 from sentry_sdk.transport import _parse_rate_limits  # private: pinned + contract-tested
 from sentry_sdk.utils import Auth, BadDsn, Dsn
 
+from ._http import HttpTarget
 from ._internal_errors import handle_internal_errors, logger
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
@@ -119,69 +116,6 @@ def build_client_report(entries: list[dict[str, object]], dsn: str | None) -> by
     return envelope.serialize()
 
 
-class _Target:
-    """One HTTP endpoint (Sentry ingest or Spotlight), one connection per sender thread."""
-
-    def __init__(self, url: str, headers: dict[str, str], gzip_level: int, timeout: float):
-        parts = urlsplit(url)
-        self.url = url
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = parts.path or "/"
-        if parts.query:
-            self.path += "?" + parts.query
-        self.headers = headers
-        self.gzip_level = gzip_level
-        self.timeout = timeout
-        self._local = threading.local()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.https:
-                conn = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def post(self, body: bytes) -> tuple[int, dict[str, str]]:
-        headers = dict(self.headers)
-        if self.gzip_level:
-            compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)
-            body = compressor.compress(body) + compressor.flush()
-            headers["Content-Encoding"] = "gzip"
-        headers["Content-Length"] = str(len(body))
-        for attempt in (0, 1):
-            conn = self._connection()
-            try:
-                conn.request("POST", self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                result = {k.lower(): v for k, v in response.getheaders()}
-                if result.get("connection", "").lower() == "close":
-                    self.close()
-                return response.status, result
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()  # stale keep-alive connection: retry once on a fresh one
-                if attempt:
-                    raise
-            except Exception:
-                self.close()
-                raise
-        raise ConnectionError("unreachable")
-
-
 class Transport:
     """Bounded queue + sender threads + rate limits + client reports."""
 
@@ -199,7 +133,7 @@ class Transport:
         self._dsn_str = cfg.dsn if self.dsn else None
         if self.dsn is not None:
             auth: Auth = self.dsn.to_auth(USER_AGENT)
-            self.sentry: _Target | None = _Target(
+            self.sentry: HttpTarget | None = HttpTarget(
                 auth.get_api_url(),
                 {
                     "Content-Type": "application/x-sentry-envelope",
@@ -212,7 +146,7 @@ class Transport:
         else:
             self.sentry = None
         self.spotlight = (
-            _Target(cfg.spotlight, {"Content-Type": "application/x-sentry-envelope",
+            HttpTarget(cfg.spotlight, {"Content-Type": "application/x-sentry-envelope",
                                     "User-Agent": USER_AGENT}, 0, cfg.http_timeout)
             if cfg.spotlight else None
         )
