@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check otel_sentry_bridge instrumentation tests examples benchmarks scripts
+	$(BIN)/ruff check $(wildcard otel_sentry_bridge instrumentation tests examples benchmarks scripts)
 	$(BIN)/python scripts/gen_config_docs.py --check
 
 typecheck: $(STAMP)
