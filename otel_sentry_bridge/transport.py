@@ -30,7 +30,7 @@ from sentry_sdk.envelope import Envelope, Item, PayloadRef
 from sentry_sdk.transport import _parse_rate_limits  # private: pinned + contract-tested
 from sentry_sdk.utils import Auth, BadDsn, Dsn
 
-from ._http import HttpTarget
+from ._http import HttpTarget, gzip_body
 from ._internal_errors import handle_internal_errors, logger
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
@@ -39,6 +39,8 @@ from .version import __version__
 
 USER_AGENT = f"{SDK_NAME}/{__version__}"
 CLIENT_REPORT_INTERVAL = 10.0
+#: How long the worker waits for room in a full send queue before dropping (seconds).
+SUBMIT_WAIT = 2.0
 #: Backoff after a failed connection (seconds), then the maximum; envelopes stay queued.
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
@@ -69,6 +71,8 @@ class Outgoing:
     quantity: int
     spans: int
     attempts: int = 0
+    #: ``body`` is already gzipped (only Sentry is a destination).
+    compressed: bool = False
 
 
 def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
@@ -172,6 +176,10 @@ class Transport:
         self._backoff = 0.0
         self._file_seq = 0
         self.sent_envelopes = 0
+        self._compress_early = bool(
+            self.sentry is not None and cfg.compression_level
+            and not (self.spotlight or self.envelope_dir or self.sink)
+        )
 
     @property
     def enabled(self) -> bool:
@@ -180,7 +188,11 @@ class Transport:
 
     # ------------------------------------------------------------------ intake
     def submit(self, event: dict[str, Any], item_type: str = "transaction") -> None:
-        """Serialize and queue one event; never blocks, drops (counted) when full."""
+        """Serialize, compress and queue one event (called on the bridge's worker thread).
+
+        When the queue is full it waits a little for the senders (backpressure on our own
+        thread, never on the application's), then drops and counts.
+        """
         category = "transaction" if item_type == "transaction" else "error"
         spans = len(event.get("spans", ())) + 1 if item_type == "transaction" else 0
         if self._limited(category):
@@ -189,14 +201,29 @@ class Transport:
                 self.drops.record("ratelimit_backoff", "span", spans)
             return
         body = build_envelope(event, item_type, self.public_key, self._dsn_str)
-        self._enqueue(Outgoing(body, category, 1, spans))
+        if self._compress_early:
+            self._enqueue(Outgoing(gzip_body(body, self.cfg.compression_level), category, 1,
+                                   spans, compressed=True), wait=SUBMIT_WAIT)
+        else:
+            self._enqueue(Outgoing(body, category, 1, spans), wait=SUBMIT_WAIT)
 
-    def _enqueue(self, item: Outgoing) -> None:
+    def _full(self, size: int) -> bool:
+        return (
+            len(self._queue) >= self.max_queue_items
+            or self._queued_bytes + size > self.max_queue_bytes
+        )
+
+    def _enqueue(self, item: Outgoing, wait: float = 0.0) -> None:
         with self._cond:
-            if self._closed or (
-                len(self._queue) >= self.max_queue_items
-                or self._queued_bytes + len(item.body) > self.max_queue_bytes
-            ):
+            if wait and not self._closed and self._full(len(item.body)):
+                self._ensure_threads()
+                deadline = time.monotonic() + wait
+                while self._full(len(item.body)) and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(timeout=min(remaining, 0.05))
+            if self._closed or self._full(len(item.body)):
                 self._record_loss("queue_overflow", item)
                 return
             self._queue.append(item)
@@ -251,6 +278,7 @@ class Transport:
                         item = self._queue.popleft()
                         self._queued_bytes -= len(item.body)
                         self._in_flight += 1
+                        self._cond.notify_all()
                 if item is None:
                     with handle_internal_errors("transport.client_report"):
                         self.maybe_send_client_report()
@@ -282,7 +310,7 @@ class Transport:
             self._record_loss("ratelimit_backoff", item)
             return
         try:
-            status, headers = self.sentry.post(item.body)
+            status, headers = self.sentry.post(item.body, compressed=item.compressed)
         except OSError as exc:
             item.attempts += 1
             with self._cond:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +67,15 @@ def _exception_type(span: ReadableSpan) -> str | None:
 
 
 _origins: dict[str | None, str] = {}
+
+
+def derived_span_id(span_id: int) -> int:
+    """A deterministic, well-mixed span id derived from another (splitmix64), never zero."""
+    z = (span_id + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    z ^= z >> 31
+    return z or 1
 
 
 @dataclass(frozen=True)
@@ -212,10 +220,12 @@ def instantiate(span: ReadableSpan, template: SpanTemplate) -> SentrySpan:
         "origin": template.origin,
         "start_timestamp": start,
         "timestamp": end,
-        "data": dict(template.data),
+        # Shared with every span of the same template: payload data is never mutated after
+        # mapping (it is serialized as is).
+        "data": template.data,
     }
     if template.tags:
-        out["tags"] = dict(template.tags)
+        out["tags"] = template.tags
     return out
 
 
@@ -241,7 +251,7 @@ def cache_parent(
         op = Op.CACHE_REMOVE
     else:
         return None
-    digest = hashlib.sha256((span["span_id"] + ":cache").encode()).hexdigest()[:16]
+    digest = hex_span(derived_span_id(int(span["span_id"], 16)))
     data: dict[str, Any] = {"cache.key": key_list, "cache.operation": command}
     hit = attrs.get(Attr.CACHE_HIT)
     if op == Op.CACHE_GET and isinstance(hit, bool):

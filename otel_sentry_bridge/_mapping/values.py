@@ -164,7 +164,7 @@ def hex_span(span_id: int) -> str:
 
 
 def seconds(ns: int | None) -> float | None:
-    """Epoch nanoseconds to seconds with microsecond precision."""
+    """Epoch nanoseconds to float seconds (Relay keeps microseconds)."""
     if ns is None:
         return None
-    return round(ns / 1e9, 6)
+    return ns / 1e9
