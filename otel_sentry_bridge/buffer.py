@@ -54,6 +54,8 @@ class Segment:
     #: open (started, not ended) descendants: span id -> parent span id
     open: dict[int, int] = field(default_factory=dict)
     size: int = 0
+    #: starts of this segment's spans are seen (processor mode), so ``open`` is complete
+    tracked: bool = False
 
 
 @dataclass
@@ -121,7 +123,7 @@ class TraceBuffer:
                     return
         if len(self.owner) >= 4 * self.max_buffered_spans:
             return  # stop tracking starts; ends still work (as in exporter mode)
-        self.segments[span_id] = Segment(span_id, ctx.trace_id, now)
+        self.segments[span_id] = Segment(span_id, ctx.trace_id, now, tracked=True)
         self.owner[span_id] = span_id
 
     def end(self, span: ReadableSpan, now: float, *, starts_seen: bool) -> None:
@@ -236,10 +238,21 @@ class TraceBuffer:
         self.now = now
         ready: list[Ready] = []
         expired: list[int] = []
+        # Under memory pressure, ended roots go out without waiting for the full grace.
+        force = force or (
+            2 * self.byte_count > self.max_buffered_bytes
+            or 2 * self.span_count > self.max_buffered_spans
+        )
         for root_id, segment in list(self.segments.items()):
             if segment.root is not None:
                 assert segment.root_ended_at is not None
-                if force or now - segment.root_ended_at >= self.grace:
+                # The grace is for descendants still finishing: when starts are tracked and
+                # none is open, nothing can join any more and the segment goes out now.
+                if (
+                    force
+                    or (segment.tracked and not segment.open)
+                    or now - segment.root_ended_at >= self.grace
+                ):
                     ready.append(self._release(segment, now))
                     expired.append(root_id)
             elif now - segment.created >= self.timeout:
@@ -307,7 +320,7 @@ class TraceBuffer:
                 parent = open_ids[parent]
                 hops += 1
             if top not in self.segments:
-                self.segments[top] = Segment(top, segment.trace_id, now)
+                self.segments[top] = Segment(top, segment.trace_id, now, tracked=True)
             new_segment = self.segments[top]
             self.owner[span_id] = top
             if span_id != top:

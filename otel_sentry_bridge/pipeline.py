@@ -28,10 +28,8 @@ from .reports import DropCounter
 from .transport import Transport
 from .version import __version__
 
-_START = 0
-_END = 1
-_END_NO_START = 2
 IDLE_WAIT = 0.05
+DRAIN_BATCH = 8192
 
 
 class Pipeline:
@@ -44,7 +42,11 @@ class Pipeline:
         self.mapping = MappingContext.from_config(cfg, __version__)
         self.mapper = SpanMapper(self.mapping)
         self.buffer = self._new_buffer()
-        self.queue: deque[tuple[int, ReadableSpan]] = deque()
+        # Three intake deques, appended to by the application's threads without locks:
+        # started spans, ended spans (processor) and exported spans (exporter, no starts).
+        self.starts: deque[ReadableSpan] = deque()
+        self.queue: deque[ReadableSpan] = deque()
+        self.exported: deque[ReadableSpan] = deque()
         self.queue_cap = cfg.max_buffered_spans
         self.starts_seen = False
         self.processors = 0
@@ -61,16 +63,16 @@ class Pipeline:
             timeout=cfg.buffer_timeout,
             max_spans=cfg.max_spans,
             max_buffered_spans=cfg.max_buffered_spans,
-            max_buffered_bytes=cfg.max_buffered_bytes // 2,
+            max_buffered_bytes=cfg.max_buffered_bytes * 3 // 4,
             on_drop=self.drops.record,
         )
 
     # ------------------------------------------------------------ app thread
     def on_start(self, span: ReadableSpan) -> None:
         """Hot path: remember a start (processor mode)."""
-        queue = self.queue
-        if len(queue) < self.queue_cap:
-            queue.append((_START, span))
+        starts = self.starts
+        if len(starts) < self.queue_cap:
+            starts.append(span)
             if self._worker is None:
                 self._start_worker()
 
@@ -78,20 +80,20 @@ class Pipeline:
         """Hot path: hand a finished span to the worker."""
         queue = self.queue
         if len(queue) < self.queue_cap:
-            queue.append((_END, span))
+            queue.append(span)
             if self._worker is None:
                 self._start_worker()
-            elif len(queue) > 4096:
+            elif len(queue) > DRAIN_BATCH:
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
-        queue = self.queue
+        exported = self.exported
         for span in spans:
-            if len(queue) < self.queue_cap:
-                queue.append((_END_NO_START, span))
+            if len(exported) < self.queue_cap:
+                exported.append(span)
             else:
                 self.drops.record("queue_overflow", "span", 1)
         if self._worker is None:
@@ -111,37 +113,60 @@ class Pipeline:
     def _run(self) -> None:
         with suppress_instrumentation():
             while not self._stopped:
-                self._wake.wait(IDLE_WAIT)
-                self._wake.clear()
+                if len(self.queue) < DRAIN_BATCH:
+                    self._wake.wait(IDLE_WAIT)
+                    self._wake.clear()
                 with handle_internal_errors("pipeline.worker"):
                     self.process(force=False)
 
     def process(self, force: bool) -> int:
-        """Drain the intake queue into the buffer; map and send what is ready."""
+        """Drain the intake queue into the buffer; map and send what is ready.
+
+        Works in batches: spans that keep arriving while we drain wait for the next batch, and
+        ready segments are collected after each batch, so memory is released at a steady pace
+        (also during a flush of a large backlog).
+        """
+        sent = 0
         with self._lock:
-            now = time.monotonic()
-            buffer = self.buffer
-            queue = self.queue
-            popleft = queue.popleft
-            while queue:
-                try:
-                    kind, span = popleft()
-                except IndexError:
-                    break
-                if kind == _END:
-                    buffer.end(span, now, starts_seen=True)
-                elif kind == _START:
-                    self.starts_seen = True
-                    buffer.start(span, now)
-                else:
-                    buffer.end(span, now, starts_seen=False)
-            ready = buffer.collect(now, force=force)
-            # Mapped under the lock too, so a flush returns only after segments that another
-            # thread collected were handed to the transport.
-            for root, children in ready:
-                with handle_internal_errors("pipeline.map"):
-                    self._send(root, children)
-        return len(ready)
+            while True:
+                now = time.monotonic()
+                drained = self._drain(now, DRAIN_BATCH)
+                ready = self.buffer.collect(now, force=force)
+                # Mapped under the lock too, so a flush returns only after segments that
+                # another thread collected were handed to the transport.
+                for root, children in ready:
+                    with handle_internal_errors("pipeline.map"):
+                        self._send(root, children)
+                sent += len(ready)
+                if not force or not (self.queue or self.exported) or not drained:
+                    return sent
+
+    def _drain(self, now: float, limit: int) -> int:
+        """Move up to ``limit`` ended spans (and every start before them) into the buffer.
+
+        Ordering: the number of ended spans is read first, then all starts are drained, then
+        that many ends: a span's start was appended before its end, so it is always seen first.
+        """
+        buffer = self.buffer
+        queue = self.queue
+        ends = min(len(queue), limit)
+        starts = self.starts
+        if starts:
+            self.starts_seen = True
+            popstart = starts.popleft
+            for _ in range(len(starts)):
+                buffer.start(popstart(), now)
+        popleft = queue.popleft
+        for _ in range(ends):
+            buffer.end(popleft(), now, starts_seen=True)
+        exported = self.exported
+        count = ends
+        if exported:
+            popexp = exported.popleft
+            for _ in range(min(len(exported), limit)):
+                buffer.end(popexp(), now, starts_seen=False)
+                count += 1
+        return count
 
     def _send(self, root: ReadableSpan, children: list[ReadableSpan]) -> None:
         mapped = build_transaction(root, children, self.mapping, self.mapper)
@@ -176,7 +201,9 @@ class Pipeline:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._worker = None
+        self.starts = deque()
         self.queue = deque()
+        self.exported = deque()
         self.buffer = self._new_buffer()
         self.drops = DropCounter()
         self.transport.drops = self.drops

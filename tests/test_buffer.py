@@ -223,3 +223,29 @@ def test_byte_cap() -> None:
     dropped = h.drops[("buffer_overflow", "span")]
     assert dropped >= 15
     assert h.buffer.byte_count <= 500_000
+
+
+def test_processor_mode_sends_at_once_when_nothing_is_open() -> None:
+    f = SpanFactory()
+    tree(f, ["root", "a", "b"])
+    h = Harness(grace=5.0)
+    h.replay(f.finished())
+    assert h.tick(0.0) == [("root", ["a", "b"])]
+
+
+def test_processor_mode_waits_for_an_open_child_within_the_grace() -> None:
+    from opentelemetry import trace
+
+    f = SpanFactory()
+    tracer = f.tracer()
+    root = tracer.start_span("root", kind=SpanKind.SERVER)
+    child = tracer.start_span("streaming", context=trace.set_span_in_context(root))
+    h = Harness(grace=2.0)
+    h.start(root)  # type: ignore[arg-type]
+    h.start(child)  # type: ignore[arg-type]
+    root.end()
+    h.end(f.finished()[0])
+    assert h.tick(1.0) == []
+    child.end()
+    h.end(f.finished()[1])
+    assert h.tick(0.0) == [("root", ["streaming"])]

@@ -38,3 +38,21 @@ def test_envelope_with_bytes_payload() -> None:
     assert lines[0] == b'{"event_id":"' + b"a" * 32 + b'"}'
     assert b'"type":"transaction"' in lines[1] and b'"length":7' in lines[1]
     assert lines[2] == b'{"x":1}'
+
+
+def test_our_envelopes_parse_with_sentry_sdk() -> None:
+    from otel_sentry_bridge.transport import build_envelope
+
+    event = {"event_id": "b" * 32, "type": "transaction", "transaction": "GET /x",
+             "transaction_info": {"source": "route"}, "release": "r1",
+             "contexts": {"trace": {"trace_id": "c" * 32, "span_id": "d" * 16}},
+             "spans": [{"description": "line\nbreak é"}]}
+    data = build_envelope(event, "transaction", "pub", "https://pub@example.com/1")
+    envelope = Envelope.deserialize(data)
+    assert envelope.headers["event_id"] == "b" * 32
+    assert envelope.headers["trace"] == {"trace_id": "c" * 32, "public_key": "pub",
+                                         "release": "r1", "transaction": "GET /x",
+                                         "sampled": "true"}
+    (item,) = envelope.items
+    assert item.type == "transaction"
+    assert item.payload.json == event
