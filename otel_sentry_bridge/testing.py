@@ -22,6 +22,7 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from . import console
 from .config import BridgeConfig
 from .pipeline import Pipeline, create_pipeline, reset_pipeline
 from .processor import SentrySpanProcessor
@@ -31,22 +32,9 @@ EnvelopeParts = tuple[dict[str, Any], list[tuple[dict[str, Any], bytes]]]
 
 def parse_envelope(data: bytes) -> EnvelopeParts:
     """Split envelope bytes into its header and ``(item header, payload)`` pairs."""
-    header_line, _, rest = data.partition(b"\n")
-    headers = orjson.loads(header_line) if header_line.strip() else {}
-    items: list[tuple[dict[str, Any], bytes]] = []
-    while rest.strip():
-        item_line, _, rest = rest.partition(b"\n")
-        if not item_line.strip():
-            continue
-        item_headers = orjson.loads(item_line)
-        length = item_headers.get("length")
-        if isinstance(length, int):
-            payload, rest = rest[:length], rest[length:]
-            rest = rest[1:] if rest.startswith(b"\n") else rest
-        else:
-            payload, _, rest = rest.partition(b"\n")
-        items.append((item_headers, payload))
-    return headers, items
+    triples = console.parse_envelope(data)
+    headers = triples[0][0] if triples else console._json_object(data.split(b"\n", 1)[0], "header")
+    return headers, [(item_headers, payload) for _, item_headers, payload in triples]
 
 
 class BridgeCapture:
