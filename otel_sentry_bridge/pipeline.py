@@ -83,7 +83,7 @@ class Pipeline:
             queue.append(span)
             if self._worker is None:
                 self._start_worker()
-            elif len(queue) > DRAIN_BATCH:
+            elif len(queue) > DRAIN_BATCH and not self._wake.is_set():
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
