@@ -5,6 +5,9 @@
     folder) as a waterfall, oldest first.
 ``settings``
     Print the effective settings as the bridge sees them in this environment (DSN key masked).
+``doctor``
+    Check this environment: settings, versions, OpenTelemetry entry points, instrumentors and
+    whether the DSN's host answers (exit status 1 when something looks wrong).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from . import console
 from .config import SETTINGS, BridgeConfig, load_config, mask_dsn
+from .doctor import run_doctor
 from .version import __version__
 
 
@@ -142,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the settings as load_config(os.environ) sees them; the DSN key is "
                     "masked. Exit status 2 when a value is invalid.",
     )
+    doctor = commands.add_parser(
+        "doctor", help="check settings, versions, entry points and the DSN's host",
+        description="Print the effective settings, package versions against the tested ranges, "
+                    "the OpenTelemetry entry points that would load, the instrumentors, and "
+                    "whether the DSN's host answers (TCP connect, then an empty envelope). "
+                    "The DSN key is never printed. Exit status 1 when a problem is found.",
+    )
+    doctor.add_argument("--timeout", type=float, default=3.0,
+                        help="seconds to wait for the DSN's host (default 3)")
     return parser
 
 
@@ -154,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show(list(args.paths), args.width)
         if args.command == "settings":
             return _settings(os.environ)
+        if args.command == "doctor":
+            return run_doctor(os.environ, sys.stdout, timeout=args.timeout)
     except BrokenPipeError:  # e.g. `... show folder | head`
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115

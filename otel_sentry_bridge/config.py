@@ -78,7 +78,7 @@ def parse_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
-_DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)/?$")
+_DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)$")
 
 
 def parse_dsn(raw: str) -> str | None:

@@ -91,7 +91,7 @@ def test_bad_value_warns_once_and_uses_default(env: dict[str, str], value: str) 
 
 @pytest.mark.parametrize("dsn", [
     "not a dsn", "https://o1.ingest.sentry.io/1", "ftp://k@host/1", "https://k@host/",
-    "https://k@host/abc", "https://k@host:99999/1",
+    "https://k@host/abc", "https://k@host:99999/1", "https://k@host/1/",
 ])
 def test_malformed_dsn_is_one_error_and_disables_sending(dsn: str) -> None:
     cfg, warnings = warnings_of({"SENTRY_DSN": dsn})

@@ -8,10 +8,9 @@ from typing import Any
 from otel_sentry_bridge.conventions import Attr, Res
 
 from .mapping_context import MappingContext
-from .scrub import filter_headers, scrub_target, split_url
+from .scrub import filter_headers, scrub_target, scrubbed_data, split_url
 from .values import (
     Attrs,
-    clean_attrs,
     first,
     first_int,
     first_str,
@@ -37,7 +36,7 @@ def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[st
         out["server_name"] = server
     contexts: dict[str, Any] = {}
     if resource:
-        contexts["otel"] = {"resource": clean_attrs(resource)}
+        contexts["otel"] = {"resource": scrubbed_data(resource, ctx.send_pii)}
     runtime_name = pick_str(resource, (Res.RUNTIME_NAME,))
     if runtime_name:
         runtime: dict[str, Any] = {"name": runtime_name}
@@ -99,8 +98,13 @@ def merge_user(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     return user
 
 
-def span_tags(attrs: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
-    """Tags from one span: ``sentry.tag.*`` attributes and ``SENTRY_BRIDGE_TAG_ATTRIBUTES``."""
+def span_tags(data: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
+    """Tags from one span's scrubbed data: ``sentry.tag.*`` and ``SENTRY_BRIDGE_TAG_ATTRIBUTES``.
+
+    Read from the scrubbed span data, so tags never carry what the data would not (query
+    strings, PII, values of secret-looking keys).
+    """
+    attrs = data
     found: list[tuple[str, str]] = []
     prefix = Attr.SENTRY_TAG_PREFIX
     wanted = ctx.tag_attributes

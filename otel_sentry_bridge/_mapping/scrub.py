@@ -44,6 +44,18 @@ def is_secret_key(key: str) -> bool:
     return hit
 
 
+_URL_QUERY_IN_TEXT = re.compile(r"(\?)[^\s'\"<>)\]]+")
+_URL_CREDENTIALS_IN_TEXT = re.compile(r"(//)[^/\s@'\"]+@")
+
+
+def scrub_text(text: str, send_pii: bool) -> str:
+    """Free text (an error message): URL credentials always, query strings unless PII."""
+    text = _URL_CREDENTIALS_IN_TEXT.sub(r"\1[Filtered]@", text)
+    if not send_pii and "?" in text:
+        text = _URL_QUERY_IN_TEXT.sub(r"\1[Filtered]", text)
+    return text
+
+
 def split_url(url: str) -> tuple[str, str, str]:
     """``(url without credentials, query and fragment; query; fragment)``."""
     try:

@@ -20,7 +20,7 @@ from otel_sentry_bridge.conventions import (
 from . import ops
 from .context import span_tags, span_user
 from .mapping_context import MappingContext
-from .scrub import scrubbed_data
+from .scrub import scrub_text, scrubbed_data
 from .status import VALID_STATUS, derive_status
 from .values import concept_view, first_str, hex_span, hex_trace, seconds
 
@@ -147,7 +147,7 @@ def make_template(
     if status_code is not StatusCode.UNSET:
         data["otel.status_code"] = status_code.name
         if span.status.description:
-            data["otel.status_description"] = span.status.description
+            data["otel.status_description"] = scrub_text(span.status.description, ctx.send_pii)
     if "http.response.status_code" in data:
         tags = {"http.status_code": str(data["http.response.status_code"])}
     if status not in VALID_STATUS:
@@ -155,7 +155,7 @@ def make_template(
     own = is_own_request(attrs, ctx)
     return SpanTemplate(
         op, description, status, origin, data, tags, kv_command, attrs, own,
-        span_user(attrs, ctx), span_tags(attrs, ctx),
+        span_user(attrs, ctx), span_tags(data, ctx),
     )
 
 

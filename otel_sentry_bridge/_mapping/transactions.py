@@ -14,6 +14,7 @@ from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 from . import ops
 from .context import merge_tags, merge_user, request_interface, resource_fields
 from .mapping_context import MappingContext
+from .scrub import scrubbed_data
 from .spans import SentrySpan, SpanMapper, SpanTemplate, cache_parent, instantiate
 from .values import first_str, hex_span, hex_trace
 
@@ -54,7 +55,7 @@ def transaction_name(
     return (name or description or "<unlabeled transaction>"), Source.CUSTOM
 
 
-def _links(span: ReadableSpan) -> list[dict[str, Any]] | None:
+def _links(span: ReadableSpan, send_pii: bool) -> list[dict[str, Any]] | None:
     links = span.links
     if not links:
         return None
@@ -69,7 +70,7 @@ def _links(span: ReadableSpan) -> list[dict[str, Any]] | None:
             "sampled": bool(ctx.trace_flags.sampled),
         }
         if link.attributes:
-            item["attributes"] = dict(link.attributes)
+            item["attributes"] = scrubbed_data(link.attributes, send_pii)
         out.append(item)
     return out or None
 
@@ -156,7 +157,7 @@ def _assemble(
     }
     if root_mapped["parent_span_id"] is not None:
         trace_context["parent_span_id"] = root_mapped["parent_span_id"]
-    links = _links(root)
+    links = _links(root, ctx.send_pii)
     if links:
         trace_context["links"] = links
     resource = dict(root.resource.attributes) if root.resource is not None else {}
