@@ -54,8 +54,8 @@ the environment.
 
 ## Values
 
-- Booleans accept {bool_values} (any case). An empty value is `false`.
-- Strings and paths: an empty value counts as unset. Lists are comma-separated; blanks are
+- Booleans accept {bool_values} (any case).
+- An empty value counts as unset, for every setting. Lists are comma-separated; blanks are
   ignored. Numbers must lie in the range the setting accepts.
 - A value that cannot be used logs one warning naming the variable and the accepted values,
   and the default applies. A malformed `SENTRY_DSN` turns sending to Sentry off; the
