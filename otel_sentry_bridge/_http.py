@@ -94,8 +94,13 @@ class HttpTarget:
             except OSError:
                 pass
 
-    def post(self, body: bytes, compressed: bool = False) -> tuple[int, dict[str, str]]:
-        """POST ``body`` (gzipped here unless ``compressed``); returns status and headers."""
+    def post(
+        self, body: bytes, compressed: bool = False, timeout: float | None = None
+    ) -> tuple[int, dict[str, str]]:
+        """POST ``body`` (gzipped here unless ``compressed``); returns status and headers.
+
+        ``timeout`` (seconds) bounds this one request instead of the target's socket timeout.
+        """
         extra = ""
         if compressed:
             extra = "Content-Encoding: gzip\r\n"
@@ -107,6 +112,7 @@ class HttpTarget:
             reused = getattr(self._local, "conn", None) is not None
             conn = self._connection()
             try:
+                conn.sock.settimeout(self.timeout if timeout is None else timeout)
                 conn.sock.sendall(request)
                 status, headers = self._read_response(conn)
             except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):

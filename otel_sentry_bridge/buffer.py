@@ -82,8 +82,8 @@ class TraceBuffer:
         max_buffered_spans: int,
         max_buffered_bytes: int,
         on_drop: DropSink,
-        tombstone_ttl: float = 300.0,
-        max_tombstones: int = 200_000,
+        tombstone_ttl: float = 60.0,
+        max_tombstones: int = 50_000,
     ) -> None:
         self.grace = grace
         self.timeout = timeout
@@ -369,6 +369,16 @@ class TraceBuffer:
             if expiry > now:
                 break
             sent.popitem(last=False)
+
+    def drop_all(self) -> int:
+        """Forget everything buffered (shutdown); returns how many finished spans that was."""
+        count = self.span_count + sum(1 for s in self.segments.values() if s.root is not None)
+        self.segments.clear()
+        self.owner.clear()
+        self.waiting.clear()
+        self.span_count = 0
+        self.byte_count = 0
+        return count
 
     @property
     def pending(self) -> int:

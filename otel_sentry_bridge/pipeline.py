@@ -29,6 +29,8 @@ from .transport import Transport
 from .version import __version__
 
 IDLE_WAIT = 0.05
+#: Longest total time one worker round may wait for room in a full send queue (seconds).
+SUBMIT_BUDGET = 2.0
 DRAIN_BATCH = 8192
 
 
@@ -54,6 +56,9 @@ class Pipeline:
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._stopped = False
+        self._submit_budget = 0.0
+        self._starts_lost = False
+        self.wake_at = min(DRAIN_BATCH, max(1, self.queue_cap // 4))
         self.enabled = cfg.active and self.transport.enabled
 
     def _new_buffer(self) -> TraceBuffer:
@@ -75,6 +80,8 @@ class Pipeline:
             starts.append(span)
             if self._worker is None:
                 self._start_worker()
+        else:
+            self._starts_lost = True  # ends are then grouped without start knowledge
 
     def on_end(self, span: ReadableSpan) -> None:
         """Hot path: hand a finished span to the worker."""
@@ -83,7 +90,7 @@ class Pipeline:
             queue.append(span)
             if self._worker is None:
                 self._start_worker()
-            elif len(queue) > DRAIN_BATCH and not self._wake.is_set():
+            elif len(queue) > self.wake_at and not self._wake.is_set():
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
@@ -119,7 +126,7 @@ class Pipeline:
                 with handle_internal_errors("pipeline.worker"):
                     self.process(force=False)
 
-    def process(self, force: bool) -> int:
+    def process(self, force: bool, deadline: float | None = None) -> int:
         """Drain the intake queue into the buffer; map and send what is ready.
 
         Works in batches: spans that keep arriving while we drain wait for the next batch, and
@@ -127,7 +134,13 @@ class Pipeline:
         (also during a flush of a large backlog).
         """
         sent = 0
-        with self._lock:
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            return 0  # another thread is mid-batch and the deadline passed
+        try:
+            # A full send queue may hold up our own worker a little (backpressure), never a
+            # flush: that must stay bounded.
+            self._submit_budget = 0.0 if force else SUBMIT_BUDGET
             while True:
                 now = time.monotonic()
                 drained = self._drain(now, DRAIN_BATCH)
@@ -140,6 +153,10 @@ class Pipeline:
                 sent += len(ready)
                 if not force or not (self.queue or self.exported) or not drained:
                     return sent
+                if deadline is not None and time.monotonic() >= deadline:
+                    return sent
+        finally:
+            self._lock.release()
 
     def _drain(self, now: float, limit: int) -> int:
         """Move up to ``limit`` ended spans (and every start before them) into the buffer.
@@ -157,8 +174,11 @@ class Pipeline:
             for _ in range(len(starts)):
                 buffer.start(popstart(), now)
         popleft = queue.popleft
+        starts_seen = not self._starts_lost
         for _ in range(ends):
-            buffer.end(popleft(), now, starts_seen=True)
+            buffer.end(popleft(), now, starts_seen=starts_seen)
+        if self._starts_lost and not queue and not starts:
+            self._starts_lost = False
         exported = self.exported
         count = ends
         if exported:
@@ -174,7 +194,9 @@ class Pipeline:
             return
         if mapped.dropped_spans:
             self.drops.record("buffer_overflow", "span", mapped.dropped_spans)
-        self.transport.submit(mapped.event, "transaction")
+        started = time.monotonic()
+        self.transport.submit(mapped.event, "transaction", wait=self._submit_budget)
+        self._submit_budget = max(0.0, self._submit_budget - (time.monotonic() - started))
 
     # ------------------------------------------------------------ lifecycle
     def flush(self, timeout: float | None = None) -> bool:
@@ -182,7 +204,7 @@ class Pipeline:
         timeout = self.cfg.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         with handle_internal_errors("pipeline.flush"):
-            self.process(force=True)
+            self.process(force=True, deadline=deadline)
             return self.transport.flush(max(0.0, deadline - time.monotonic()))
         return False
 
@@ -194,6 +216,11 @@ class Pipeline:
         self._stopped = True
         self.queue_cap = 0
         self._wake.set()
+        with handle_internal_errors("pipeline.shutdown"):
+            left = len(self.queue) + len(self.exported) + self.buffer.drop_all()
+            self.queue.clear()
+            self.exported.clear()
+            self.drops.record("queue_overflow", "span", left)
         self.transport.close(0.0)
 
     def reset_after_fork(self) -> None:
@@ -273,6 +300,14 @@ def _register(pipeline: Pipeline) -> None:
     atexit.register(at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=after_fork)
+    # multiprocessing's fork children end with os._exit() (no atexit) but run its finalizers.
+    with handle_internal_errors("pipeline.multiprocessing"):
+        import multiprocessing.util as mp_util  # noqa: PLC0415 (only needed here)
+
+        def in_mp_child(live: Pipeline) -> None:
+            mp_util.Finalize(live, live.shutdown, exitpriority=10)
+
+        mp_util.register_after_fork(pipeline, in_mp_child)
 
 
 def reset_pipeline(pipeline: Pipeline | None = None) -> Pipeline | None:

@@ -39,8 +39,8 @@ from .version import __version__
 
 USER_AGENT = f"{SDK_NAME}/{__version__}"
 CLIENT_REPORT_INTERVAL = 10.0
-#: How long the worker waits for room in a full send queue before dropping (seconds).
-SUBMIT_WAIT = 2.0
+#: Socket timeout of the client report sent while flushing or closing (seconds).
+REPORT_TIMEOUT = 1.0
 #: Backoff after a failed connection (seconds), then the maximum; envelopes stay queued.
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
@@ -49,7 +49,20 @@ _MAX_ATTEMPTS = 6
 
 
 def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an integer beyond 64 bits that slipped through: send it as text
+        return orjson.dumps(_json_safe(value), default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if type(value) is int and not -(1 << 63) <= value < 1 << 64:
+        return str(value)
+    return value
 
 
 def parse_dsn(dsn: str) -> Dsn | None:
@@ -181,6 +194,7 @@ class Transport:
         self._last_report = time.monotonic()
         self._down_until = 0.0
         self._backoff = 0.0
+        self._flushing = False
         self._file_seq = 0
         self.sent_envelopes = 0
         self._compress_early = bool(
@@ -194,7 +208,9 @@ class Transport:
         return bool(self.sentry or self.spotlight or self.envelope_dir or self.sink)
 
     # ------------------------------------------------------------------ intake
-    def submit(self, event: dict[str, Any], item_type: str = "transaction") -> None:
+    def submit(
+        self, event: dict[str, Any], item_type: str = "transaction", wait: float = 0.0
+    ) -> None:
         """Serialize, compress and queue one event (called on the bridge's worker thread).
 
         When the queue is full it waits a little for the senders (backpressure on our own
@@ -210,9 +226,9 @@ class Transport:
         body = build_envelope(event, item_type, self.public_key, self._dsn_str)
         if self._compress_early:
             self._enqueue(Outgoing(gzip_body(body, self.cfg.compression_level), category, 1,
-                                   spans, compressed=True), wait=SUBMIT_WAIT)
+                                   spans, compressed=True), wait=wait)
         else:
-            self._enqueue(Outgoing(body, category, 1, spans), wait=SUBMIT_WAIT)
+            self._enqueue(Outgoing(body, category, 1, spans), wait=wait)
 
     def _full(self, size: int) -> bool:
         return (
@@ -274,7 +290,7 @@ class Transport:
                         if not self._queue:
                             break
                     pause = self._down_until - time.monotonic()
-                    if self._queue and pause > 0 and not self._closed:
+                    if self._queue and pause > 0 and not self._closed and not self._flushing:
                         self._cond.wait(timeout=min(pause, 1.0))
                         continue
                     if not self._queue:
@@ -321,8 +337,10 @@ class Transport:
         except OSError as exc:
             item.attempts += 1
             with self._cond:
-                self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_START)
-                self._down_until = time.monotonic() + self._backoff
+                now = time.monotonic()
+                if now >= self._down_until:  # one escalation per window, not per sender
+                    self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_START)
+                    self._down_until = now + self._backoff
                 if item.attempts < _MAX_ATTEMPTS and not self._closed:
                     logger.debug("otel-sentry-bridge: send failed (%s); retrying in %.1fs",
                                  exc, self._backoff)
@@ -380,7 +398,7 @@ class Transport:
         until = max(self._rate_limits.get(None, 0.0), self._rate_limits.get(category, 0.0))
         return until > now
 
-    def maybe_send_client_report(self, force: bool = False) -> None:
+    def maybe_send_client_report(self, force: bool = False, timeout: float | None = None) -> None:
         """Send pending drop counts (at most every 10 s unless ``force``)."""
         now = time.monotonic()
         if not force and now - self._last_report < CLIENT_REPORT_INTERVAL:
@@ -397,7 +415,7 @@ class Transport:
         if self.sentry is None:
             return
         try:
-            status, headers = self.sentry.post(body)
+            status, headers = self.sentry.post(body, timeout=timeout)
             self._update_rate_limits(status, headers)
             if not 200 <= status < 300:
                 self.drops.put_back(entries)
@@ -409,17 +427,21 @@ class Transport:
         """Wait until everything queued was handed to its destination (bounded)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            if self._queue:
-                self._ensure_threads()
-                self._cond.notify_all()
-            while self._queue or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(timeout=min(remaining, 0.05))
+            self._flushing = True  # a flush tries now, whatever the backoff said
+            try:
+                if self._queue:
+                    self._ensure_threads()
+                    self._cond.notify_all()
+                while self._queue or self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(timeout=min(remaining, 0.05))
+            finally:
+                self._flushing = False
         with suppress_instrumentation(), suppress_http_instrumentation(), \
                 handle_internal_errors("transport.client_report"):
-            self.maybe_send_client_report(force=True)
+            self.maybe_send_client_report(force=True, timeout=REPORT_TIMEOUT)
             if self.sentry is not None:
                 self.sentry.close()  # the connection of the flushing thread
         return True
@@ -436,6 +458,11 @@ class Transport:
         reason = "network_error" if self._down_until else "queue_overflow"
         for item in leftover:
             self._record_loss(reason, item)
+        if leftover and self.sentry is not None:  # best effort: report these drops too
+            with suppress_instrumentation(), suppress_http_instrumentation(), \
+                    handle_internal_errors("transport.final_client_report"):
+                self.maybe_send_client_report(force=True, timeout=REPORT_TIMEOUT)
+                self.sentry.close()
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's threads, queue and connections."""

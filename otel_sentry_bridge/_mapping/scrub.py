@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .values import MAX_VALUE_CHARS, clean_value
+from .values import INT_MAX, INT_MIN, MAX_VALUE_CHARS, clean_value
 
 FILTERED = "[Filtered]"
 
@@ -135,7 +135,9 @@ def scrubbed_data(attrs: Mapping[str, Any], send_pii: bool) -> dict[str, Any]:
             action = actions[key] = _action(key)
         if action == _COPY:
             kind = type(value)
-            if (kind is str and len(value) <= MAX_VALUE_CHARS) or kind is int or kind is bool:
+            if (kind is str and len(value) <= MAX_VALUE_CHARS) or kind is bool or (
+                kind is int and INT_MIN <= value <= INT_MAX
+            ):
                 out[key] = value
             else:
                 out[key] = clean_value(value)

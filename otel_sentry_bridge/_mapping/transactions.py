@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,10 @@ def _links(span: ReadableSpan, send_pii: bool) -> list[dict[str, Any]] | None:
     out = []
     for link in links:
         ctx = link.context
-        if ctx is None or not ctx.trace_id or not ctx.span_id:
+        if (
+            ctx is None or type(ctx.trace_id) is not int or type(ctx.span_id) is not int
+            or not 0 < ctx.trace_id < 1 << 128 or not 0 < ctx.span_id < 1 << 64
+        ):
             continue
         item: dict[str, Any] = {
             "trace_id": hex_trace(ctx.trace_id),
@@ -73,6 +77,41 @@ def _links(span: ReadableSpan, send_pii: bool) -> list[dict[str, Any]] | None:
             item["attributes"] = scrubbed_data(link.attributes, send_pii)
         out.append(item)
     return out or None
+
+
+_VALID_SPAN_HEX = re.compile(r"^[0-9a-f]{16}$").match
+
+
+def _valid_ids(span: ReadableSpan) -> bool:
+    """Sentry needs a non-zero 128-bit trace id and 64-bit span id."""
+    ctx = span.context
+    if ctx is None:
+        return False
+    trace_id, span_id = ctx.trace_id, ctx.span_id
+    return (
+        type(trace_id) is int and type(span_id) is int
+        and 0 < trace_id < 1 << 128 and 0 < span_id < 1 << 64
+    )
+
+
+def _break_cycles(spans: list[SentrySpan], root_id: str) -> None:
+    """Parent links that loop (possible only with corrupt input) are cut at the root."""
+    parent_of = {s["span_id"]: s["parent_span_id"] for s in spans}
+    by_id = {s["span_id"]: s for s in spans}
+    state: dict[str, int] = {}  # 1: on the current path, 2: reaches the root
+    for start in parent_of:
+        path: list[str] = []
+        node: str | None = start
+        while node is not None and node != root_id and state.get(node) != 2:
+            if state.get(node) == 1:  # a loop: cut it here
+                by_id[node]["parent_span_id"] = root_id
+                parent_of[node] = root_id
+                break
+            state[node] = 1
+            path.append(node)
+            node = parent_of.get(node)
+        for visited in path:
+            state[visited] = 2
 
 
 def build_transaction(
@@ -88,6 +127,8 @@ def build_transaction(
     """
     if mapper is None or mapper.ctx is not ctx:
         mapper = SpanMapper(ctx)
+    if not _valid_ids(root):
+        return None
     root_template = mapper.template(root)
     if root_template.own_request:
         return None
@@ -100,14 +141,25 @@ def build_transaction(
     mapped: list[SentrySpan] = []
     templates: list[SpanTemplate] = [root_template]
     filtered = 0
+    ids_seen: set[str] = {root_id}
     for child in children:
+        if not _valid_ids(child):
+            filtered += 1
+            continue
         template = mapper.template(child)
         out = instantiate(child, template)
-        original_parent[out["span_id"]] = out["parent_span_id"]
+        if out["span_id"] in ids_seen:  # a duplicate id (or the root's): keep the first only
+            filtered += 1
+            continue
+        ids_seen.add(out["span_id"])
+        parent_id = out["parent_span_id"]
+        if parent_id is not None and (not _VALID_SPAN_HEX(parent_id) or parent_id == "0" * 16):
+            out["parent_span_id"] = parent_id = None
+        original_parent[out["span_id"]] = parent_id
         if template.own_request or (ctx.drop_connect_spans and out["op"] == Op.DB_CONNECT):
             filtered += 1
             continue
-        if out["span_id"] == root_id or out["trace_id"] != trace_id:
+        if out["trace_id"] != trace_id:
             filtered += 1
             continue
         templates.append(template)
@@ -131,6 +183,7 @@ def build_transaction(
             parent = original_parent.get(parent)
             seen += 1
         item["parent_span_id"] = parent if parent in kept else root_id
+    _break_cycles(mapped, root_id)
 
     event = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
     return MappedTransaction(event, dropped, filtered)
@@ -155,8 +208,9 @@ def _assemble(
         "data": root_mapped["data"],
         "type": "trace",
     }
-    if root_mapped["parent_span_id"] is not None:
-        trace_context["parent_span_id"] = root_mapped["parent_span_id"]
+    root_parent = root_mapped["parent_span_id"]
+    if root_parent is not None and _VALID_SPAN_HEX(root_parent) and root_parent != "0" * 16:
+        trace_context["parent_span_id"] = root_parent
     links = _links(root, ctx.send_pii)
     if links:
         trace_context["links"] = links

@@ -11,6 +11,9 @@ from otel_sentry_bridge.conventions import Attr
 #: Longest string kept in span data / contexts (Relay trims further).
 MAX_VALUE_CHARS = 16_384
 MAX_TAG_CHARS = 200
+#: JSON integers Sentry (and orjson) take: 64-bit; larger ones are sent as strings.
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1
 
 Attrs = Mapping[Any, Any]
 
@@ -84,7 +87,7 @@ def first_int(view: Attrs, concept: tuple[str, ...]) -> int | None:
     """Like :func:`first`, as an int (strings of digits accepted, bools refused)."""
     value = view.get(concept)
     if type(value) is int:
-        return value
+        return value if INT_MIN <= value <= INT_MAX else None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -100,8 +103,10 @@ def clean_value(value: Any) -> Any:
     kind = type(value)
     if kind is str:
         return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "..."
-    if kind is int or kind is bool or value is None:
+    if kind is bool or value is None:
         return value
+    if kind is int:
+        return value if INT_MIN <= value <= INT_MAX else str(value)
     if kind is float:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
