@@ -8,9 +8,14 @@ links errors captured by a ``sentry_sdk.init()`` client to the active OTel span.
 
 from __future__ import annotations
 
+import os
 import platform
+import signal
 import socket
+import threading
 import weakref
+from collections.abc import Callable
+from types import FrameType
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggregated_resources
@@ -77,6 +82,30 @@ def _link_sentry_sdk() -> None:
         install_sentry_sdk_hooks(_current_trace_context)
 
 
+def flush_on_sigterm(shutdown: Callable[[], None]) -> bool:
+    """Flush before a SIGTERM ends the process, when the app keeps Python's default handling.
+
+    Python's default SIGTERM action kills the process without running ``atexit``, so buffered
+    transactions would be lost. If nothing else handles SIGTERM (the app or a server installs
+    its own handler later, which then simply replaces this one), the bridge flushes (bounded
+    by ``SENTRY_BRIDGE_SHUTDOWN_TIMEOUT``) and then lets SIGTERM do what it would have done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        with handle_internal_errors("sigterm_flush"):
+            shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    return True
+
+
 def post_instrument() -> None:
     """Entry point ``opentelemetry_post_instrument: sentry_bridge``."""
     with handle_internal_errors("post_instrument"):
@@ -87,6 +116,8 @@ def post_instrument() -> None:
         processor = install()
         if processor is not None:
             logger.debug("otel-sentry-bridge: span processor installed")
+        with handle_internal_errors("post_instrument.sigterm"):
+            flush_on_sigterm(pipeline.shutdown)
         if cfg.redis_cache_spans:
             with handle_internal_errors("post_instrument.redis"):
                 reinstrument_redis()

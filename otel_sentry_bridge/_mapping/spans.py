@@ -165,7 +165,7 @@ class SpanMapper:
     their ids and timestamps differ. Deterministic: the output equals :func:`make_template`'s.
     """
 
-    def __init__(self, ctx: MappingContext, max_entries: int = 4096) -> None:
+    def __init__(self, ctx: MappingContext, max_entries: int = 2048) -> None:
         self.ctx = ctx
         self.max_entries = max_entries
         self._cache: dict[Any, SpanTemplate] = {}
@@ -195,11 +195,21 @@ class SpanMapper:
             return cached
         self.misses += 1
         template = make_template(span, raw, concept_view(raw), self.ctx)
-        if key is not None:
+        if key is not None and _small(raw):  # big attribute values are not worth keeping
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             self._cache[key] = template
         return template
+
+
+def _small(raw: dict[str, Any], limit: int = 2048) -> bool:
+    total = 0
+    for value in raw.values():
+        if type(value) is str:
+            total += len(value)
+            if total > limit:
+                return False
+    return True
 
 
 def instantiate(span: ReadableSpan, template: SpanTemplate) -> SentrySpan:
