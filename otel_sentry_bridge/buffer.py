@@ -101,6 +101,8 @@ class TraceBuffer:
         self.span_count = 0
         self.byte_count = 0
         self.now = 0.0
+        #: ids of spans whose start event was lost (the pipeline's intake was full)
+        self.lost_starts: set[int] = set()
 
     # ----------------------------------------------------------------- intake
     def start(self, span: ReadableSpan, now: float) -> None:
@@ -114,6 +116,8 @@ class TraceBuffer:
             return
         parent = span.parent
         if parent is not None and not parent.is_remote:
+            if parent.span_id in self.lost_starts:
+                return  # the parent is real but untracked: group this span when it ends
             root_id = self.owner.get(parent.span_id)
             if root_id is not None:
                 segment = self.segments[root_id]
@@ -158,6 +162,10 @@ class TraceBuffer:
         if not self._admit(size):
             return
         parent = span.parent
+        lost = self.lost_starts
+        if lost and (span_id in lost or (parent is not None and parent.span_id in lost)):
+            lost.discard(span_id)
+            starts_seen = False  # its start (or its parent's) was lost: wait for the parent
         if parent is None or parent.is_remote or parent.span_id in self.sent or starts_seen:
             self._new_root(span, now, size)
             return
@@ -370,15 +378,16 @@ class TraceBuffer:
                 break
             sent.popitem(last=False)
 
-    def drop_all(self) -> int:
-        """Forget everything buffered (shutdown); returns how many finished spans that was."""
+    def drop_all(self) -> tuple[int, int]:
+        """Forget everything buffered (shutdown): ``(finished spans, transactions)`` lost."""
+        transactions = len(self.segments)
         count = self.span_count + sum(1 for s in self.segments.values() if s.root is not None)
         self.segments.clear()
         self.owner.clear()
         self.waiting.clear()
         self.span_count = 0
         self.byte_count = 0
-        return count
+        return count, transactions
 
     @property
     def pending(self) -> int:

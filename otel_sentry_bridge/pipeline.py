@@ -57,7 +57,8 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._stopped = False
         self._submit_budget = 0.0
-        self._starts_lost = False
+        self.lost_starts: set[int] = set()
+        self.buffer.lost_starts = self.lost_starts
         self.wake_at = min(DRAIN_BATCH, max(1, self.queue_cap // 4))
         self.enabled = cfg.active and self.transport.enabled
 
@@ -80,8 +81,10 @@ class Pipeline:
             starts.append(span)
             if self._worker is None:
                 self._start_worker()
-        else:
-            self._starts_lost = True  # ends are then grouped without start knowledge
+        elif len(self.lost_starts) < 4 * self.queue_cap:
+            # Remember whose start was lost: its end (and its children) are then grouped
+            # without start knowledge instead of becoming stray transactions.
+            self.lost_starts.add(span.context.span_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Hot path: hand a finished span to the worker."""
@@ -94,6 +97,9 @@ class Pipeline:
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                self.drops.record("queue_overflow", "transaction", 1)
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
@@ -174,11 +180,8 @@ class Pipeline:
             for _ in range(len(starts)):
                 buffer.start(popstart(), now)
         popleft = queue.popleft
-        starts_seen = not self._starts_lost
         for _ in range(ends):
-            buffer.end(popleft(), now, starts_seen=starts_seen)
-        if self._starts_lost and not queue and not starts:
-            self._starts_lost = False
+            buffer.end(popleft(), now, starts_seen=True)
         exported = self.exported
         count = ends
         if exported:
@@ -217,10 +220,12 @@ class Pipeline:
         self.queue_cap = 0
         self._wake.set()
         with handle_internal_errors("pipeline.shutdown"):
-            left = len(self.queue) + len(self.exported) + self.buffer.drop_all()
+            spans, transactions = self.buffer.drop_all()
+            spans += len(self.queue) + len(self.exported)
             self.queue.clear()
             self.exported.clear()
-            self.drops.record("queue_overflow", "span", left)
+            self.drops.record("queue_overflow", "span", spans)
+            self.drops.record("queue_overflow", "transaction", transactions)
         self.transport.close(0.0)
 
     def reset_after_fork(self) -> None:
@@ -232,6 +237,8 @@ class Pipeline:
         self.queue = deque()
         self.exported = deque()
         self.buffer = self._new_buffer()
+        self.lost_starts = set()
+        self.buffer.lost_starts = self.lost_starts
         self.drops = DropCounter()
         self.transport.drops = self.drops
         self.buffer.on_drop = self.drops.record
