@@ -103,6 +103,8 @@ class TraceBuffer:
         self.now = 0.0
         #: ids of spans whose start event was lost (the pipeline's intake was full)
         self.lost_starts: set[int] = set()
+        #: ids of local roots whose end was dropped (and counted) at the pipeline's intake
+        self.dropped_roots: set[int] = set()
 
     # ----------------------------------------------------------------- intake
     def start(self, span: ReadableSpan, now: float) -> None:
@@ -126,7 +128,10 @@ class TraceBuffer:
                     self.owner[span_id] = root_id
                     return
         if len(self.owner) >= 4 * self.max_buffered_spans:
-            return  # stop tracking starts; ends still work (as in exporter mode)
+            # Too much to track: this span is grouped when it ends (as in exporter mode).
+            if len(self.lost_starts) < 4 * self.max_buffered_spans:
+                self.lost_starts.add(span_id)
+            return
         self.segments[span_id] = Segment(span_id, ctx.trace_id, now, tracked=True)
         self.owner[span_id] = span_id
 
@@ -258,7 +263,7 @@ class TraceBuffer:
                 # none is open, nothing can join any more and the segment goes out now.
                 if (
                     force
-                    or (segment.tracked and not segment.open)
+                    or (segment.tracked and not segment.open and not self.lost_starts)
                     or now - segment.root_ended_at >= self.grace
                 ):
                     ready.append(self._release(segment, now))
@@ -380,7 +385,8 @@ class TraceBuffer:
 
     def drop_all(self) -> tuple[int, int]:
         """Forget everything buffered (shutdown): ``(finished spans, transactions)`` lost."""
-        transactions = len(self.segments)
+        transactions = sum(1 for root_id in self.segments if root_id not in self.dropped_roots)
+        self.dropped_roots.clear()
         count = self.span_count + sum(1 for s in self.segments.values() if s.root is not None)
         self.segments.clear()
         self.owner.clear()

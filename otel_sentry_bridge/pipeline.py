@@ -100,6 +100,9 @@ class Pipeline:
             parent = span.parent
             if parent is None or parent.is_remote:
                 self.drops.record("queue_overflow", "transaction", 1)
+                roots = self.buffer.dropped_roots
+                if len(roots) < self.queue_cap:
+                    roots.add(span.context.span_id)
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
