@@ -75,7 +75,7 @@ def parse_dsn(dsn: str) -> Dsn | None:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class Outgoing:
     """One serialized envelope waiting to be sent."""
 
@@ -84,6 +84,8 @@ class Outgoing:
     quantity: int
     spans: int
     attempts: int = 0
+    #: counted as lost at shutdown while its request was still pending: never count it again
+    abandoned: bool = False
     #: ``body`` is already gzipped (only Sentry is a destination).
     compressed: bool = False
 
@@ -187,6 +189,7 @@ class Transport:
         self._queue: deque[Outgoing] = deque()
         self._queued_bytes = 0
         self._in_flight = 0
+        self._pending: list[Outgoing] = []
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -255,7 +258,7 @@ class Transport:
             self._cond.notify()
 
     def _record_loss(self, reason: str, item: Outgoing) -> None:
-        if item.category == "internal":
+        if item.category == "internal" or item.abandoned:
             return
         self.drops.record(reason, item.category, item.quantity)
         if item.spans:
@@ -301,6 +304,7 @@ class Transport:
                         item = self._queue.popleft()
                         self._queued_bytes -= len(item.body)
                         self._in_flight += 1
+                        self._pending.append(item)
                         self._cond.notify_all()
                 if item is None:
                     with handle_internal_errors("transport.client_report"):
@@ -312,6 +316,8 @@ class Transport:
                 finally:
                     with self._cond:
                         self._in_flight -= 1
+                        if item in self._pending:
+                            self._pending.remove(item)
                         self._cond.notify_all()
                 with handle_internal_errors("transport.client_report"):
                     self.maybe_send_client_report()
@@ -452,12 +458,19 @@ class Transport:
         with self._cond:
             self._closed = True
             leftover = list(self._queue)
+            # Requests still pending (a server that never answers): count them now, since
+            # the process may end before they fail; if one still succeeds it is not undone.
+            pending = [item for item in self._pending if not item.abandoned]
             self._queue.clear()
             self._queued_bytes = 0
             self._cond.notify_all()
         reason = "network_error" if self._down_until else "queue_overflow"
         for item in leftover:
             self._record_loss(reason, item)
+        for item in pending:
+            self._record_loss("network_error", item)
+            item.abandoned = True
+        leftover += pending
         if leftover and self.sentry is not None:  # best effort: report these drops too
             with suppress_instrumentation(), suppress_http_instrumentation(), \
                     handle_internal_errors("transport.final_client_report"):
@@ -470,6 +483,7 @@ class Transport:
         self._queue = deque()
         self._queued_bytes = 0
         self._in_flight = 0
+        self._pending = []
         self._threads = []
         for target in (self.sentry, self.spotlight):
             if target is not None:
