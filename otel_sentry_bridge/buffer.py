@@ -129,7 +129,7 @@ class TraceBuffer:
                     return
         if len(self.owner) >= 4 * self.max_buffered_spans:
             # Too much to track: this span is grouped when it ends (as in exporter mode).
-            if len(self.lost_starts) < 4 * self.max_buffered_spans:
+            if len(self.lost_starts) < max(10_000, 4 * self.max_buffered_spans):
                 self.lost_starts.add(span_id)
             return
         self.segments[span_id] = Segment(span_id, ctx.trace_id, now, tracked=True)

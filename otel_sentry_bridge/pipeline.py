@@ -58,6 +58,7 @@ class Pipeline:
         self._stopped = False
         self._submit_budget = 0.0
         self.lost_starts: set[int] = set()
+        self.lost_cap = max(10_000, 4 * self.queue_cap)
         self.buffer.lost_starts = self.lost_starts
         self.wake_at = min(DRAIN_BATCH, max(1, self.queue_cap // 4))
         self.enabled = cfg.active and self.transport.enabled
@@ -81,7 +82,7 @@ class Pipeline:
             starts.append(span)
             if self._worker is None:
                 self._start_worker()
-        elif len(self.lost_starts) < 4 * self.queue_cap:
+        elif len(self.lost_starts) < self.lost_cap:
             # Remember whose start was lost: its end (and its children) are then grouped
             # without start knowledge instead of becoming stray transactions.
             self.lost_starts.add(span.context.span_id)
@@ -97,11 +98,13 @@ class Pipeline:
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
+            if self.lost_starts:
+                self.lost_starts.discard(span.context.span_id)
             parent = span.parent
             if parent is None or parent.is_remote:
                 self.drops.record("queue_overflow", "transaction", 1)
                 roots = self.buffer.dropped_roots
-                if len(roots) < self.queue_cap:
+                if len(roots) < self.lost_cap:
                     roots.add(span.context.span_id)
 
     def export(self, spans: Any) -> None:
