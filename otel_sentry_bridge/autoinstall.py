@@ -65,6 +65,7 @@ def install(provider: TracerProvider | None = None) -> SentrySpanProcessor | Non
         return None
     provider.add_span_processor(processor)
     _INSTALLED.add(provider)
+    logger.debug("otel-sentry-bridge: span processor installed")
     _link_sentry_sdk()
     return processor
 
@@ -113,9 +114,7 @@ def post_instrument() -> None:
         cfg = pipeline.cfg
         if not pipeline.enabled:
             return
-        processor = install()
-        if processor is not None:
-            logger.debug("otel-sentry-bridge: span processor installed")
+        install()
         with handle_internal_errors("post_instrument.sigterm"):
             flush_on_sigterm(pipeline.shutdown)
         if cfg.redis_cache_spans:
