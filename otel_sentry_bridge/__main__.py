@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import console
-from .config import SETTINGS, BridgeConfig, load_config, mask_dsn
-from .doctor import run_doctor
+from .config import SETTINGS, BridgeConfig, load_config
+from .doctor import format_setting, run_doctor
 from .version import __version__
 
 
@@ -74,25 +74,13 @@ def _show(paths: list[str], width: int | None) -> int:
     return 1 if missing or bad else 0
 
 
-def _format_value(name: str, value: Any) -> str:
-    if name == "dsn":
-        value = mask_dsn(value)
-    if value is None:
-        return "(unset)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value) if value else "(empty)"
-    return str(value)
-
-
 def _settings(environ: Mapping[str, str]) -> int:
     warnings: list[str] = []
     cfg: BridgeConfig = load_config(environ, warn=warnings.append)
     invalid = dict(cfg.invalid)
     rows: list[tuple[str, str, str]] = []
     for setting in SETTINGS:
-        value = _format_value(setting.name, getattr(cfg, setting.name))
+        value = format_setting(setting.name, getattr(cfg, setting.name))
         if setting.env in invalid:
             source = "invalid, default used"
         elif setting.env in environ:

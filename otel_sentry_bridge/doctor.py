@@ -267,7 +267,8 @@ def _mask_url(url: str) -> str:
         return "<unreadable URL>"
 
 
-def _format(name: str, value: Any) -> str:
+def format_setting(name: str, value: Any) -> str:
+    """A setting's value for display (DSN key and URL credentials masked)."""
     if name == "dsn":
         value = mask_dsn(value)
     elif name == "spotlight" and isinstance(value, str):
@@ -298,7 +299,7 @@ def _settings(report: Report, environ: Mapping[str, str]) -> BridgeConfig:
             origin = "environment"
         else:
             origin = "default"
-        rows.append((setting.env, _format(setting.name, getattr(cfg, setting.name)), origin))
+        rows.append((setting.env, format_setting(setting.name, getattr(cfg, setting.name)), origin))
     report.section("Settings (as the bridge reads them; code overrides not included):")
     env_w = max(len(r[0]) for r in rows)
     value_w = min(50, max(len(r[1]) for r in rows))

@@ -1,11 +1,12 @@
-"""The only module that talks to sentry-sdk: envelopes, sending, rate limits, client reports.
+"""The only module that talks to sentry-sdk: sending, rate limits, client reports.
 
-sentry-sdk's public pieces do the protocol work (``Dsn``/``Auth`` for the endpoint and the auth
-header, ``Envelope``/``Item``/``PayloadRef`` for the wire format). The sending loop is our own:
-sentry-sdk's transport sends on one thread with a 100-envelope queue and drops most of a burst,
-and its Spotlight client posts synchronously. Here a bounded queue (count and bytes) feeds a few
-sender threads, each with one keep-alive connection; instrumentation is suppressed on them so our
-own requests are never traced. Every drop is counted and reported as a client report.
+sentry-sdk's public pieces do the protocol work: ``Dsn``/``Auth`` for the endpoint and the auth
+header, and its envelope parser checks (in a contract test) the wire format that
+``envelopes.py`` writes. The sending loop is our own: sentry-sdk's transport sends on one thread
+with a 100-envelope queue and drops most of a burst, and its Spotlight client posts
+synchronously. Here a bounded queue (count and bytes) feeds a few sender threads, each with one
+keep-alive connection; instrumentation is suppressed on them so our own requests are never
+traced. Every drop is counted and reported as a client report.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 import sentry_sdk
 from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
 )
-from sentry_sdk.envelope import Envelope, Item, PayloadRef
 from sentry_sdk.transport import _parse_rate_limits  # private: pinned + contract-tested
 from sentry_sdk.utils import Auth, BadDsn, Dsn
 
@@ -34,6 +32,11 @@ from ._http import HttpTarget, gzip_body
 from ._internal_errors import handle_internal_errors, logger
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
+from .envelopes import (
+    Outgoing,
+    build_client_report,
+    build_envelope,
+)
 from .reports import DropCounter
 from .version import __version__
 
@@ -48,23 +51,6 @@ _BACKOFF_MAX = 30.0
 _MAX_ATTEMPTS = 6
 
 
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # e.g. an integer beyond 64 bits that slipped through: send it as text
-        return orjson.dumps(_json_safe(value), default=str, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if type(value) is int and not -(1 << 63) <= value < 1 << 64:
-        return str(value)
-    return value
-
-
 def parse_dsn(dsn: str) -> Dsn | None:
     """Parse with sentry-sdk's ``Dsn``; ``None`` (and one clear error line) when malformed."""
     try:
@@ -73,73 +59,6 @@ def parse_dsn(dsn: str) -> Dsn | None:
         logger.error("otel-sentry-bridge: SENTRY_DSN %s is invalid (%s); sending to Sentry is "
                      "disabled, the application runs untouched", mask_dsn(dsn), exc)
         return None
-
-
-@dataclass(eq=False)
-class Outgoing:
-    """One serialized envelope waiting to be sent."""
-
-    body: bytes
-    category: str
-    quantity: int
-    spans: int
-    attempts: int = 0
-    #: counted as lost at shutdown while its request was still pending: never count it again
-    abandoned: bool = False
-    #: ``body`` is already gzipped (only Sentry is a destination).
-    compressed: bool = False
-
-
-def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
-    """The envelope ``trace`` header (DSC) for a transaction or event."""
-    trace = event.get("contexts", {}).get("trace", {})
-    dsc: dict[str, str] = {"trace_id": trace.get("trace_id", "")}
-    if public_key:
-        dsc["public_key"] = public_key
-    for key in ("release", "environment"):
-        if event.get(key):
-            dsc[key] = str(event[key])
-    source = event.get("transaction_info", {}).get("source")
-    if event.get("transaction") and source not in ("url", None):
-        dsc["transaction"] = str(event["transaction"])
-    dsc["sampled"] = "true"
-    return dsc
-
-
-_SDK_INFO = {"name": SDK_NAME, "version": __version__}
-
-
-def build_envelope(
-    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None
-) -> bytes:
-    """Serialize one event/transaction into envelope bytes.
-
-    Written directly with orjson (this is the hot path: once per transaction); the format is
-    the one sentry-sdk's ``Envelope.serialize`` writes, which a contract test checks by parsing
-    the result with sentry-sdk's own ``Envelope.deserialize``.
-    """
-    headers: dict[str, Any] = {
-        "event_id": event.get("event_id"),
-        "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "sdk": _SDK_INFO,
-        "trace": dynamic_sampling_context(event, public_key),
-    }
-    if dsn:
-        headers["dsn"] = dsn
-    payload = _dumps(event)
-    item = {"type": item_type, "content_type": "application/json", "length": len(payload)}
-    return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
-
-
-def build_client_report(entries: list[dict[str, object]], dsn: str | None) -> bytes:
-    """A client-report envelope."""
-    payload = {"timestamp": round(time.time(), 3), "discarded_events": entries}
-    headers: dict[str, Any] = {"sent_at": datetime.now(timezone.utc).isoformat()}
-    if dsn:
-        headers["dsn"] = dsn
-    envelope = Envelope(headers=headers)
-    envelope.add_item(Item(payload=PayloadRef(bytes=_dumps(payload)), type="client_report"))
-    return envelope.serialize()
 
 
 class Transport:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 from sentry_sdk.envelope import Envelope, Item, PayloadRef
@@ -41,7 +42,12 @@ def test_envelope_with_bytes_payload() -> None:
 
 
 def test_our_envelopes_parse_with_sentry_sdk() -> None:
-    from otel_sentry_bridge.transport import build_envelope
+    from otel_sentry_bridge.envelopes import build_client_report, build_envelope
+
+    report = Envelope.deserialize(build_client_report([{"reason": "x", "category": "span",
+                                                        "quantity": 2}], None))
+    assert report.items[0].type == "client_report"
+    assert json.loads(report.items[0].payload.get_bytes())["discarded_events"][0]["quantity"] == 2
 
     event = {"event_id": "b" * 32, "type": "transaction", "transaction": "GET /x",
              "transaction_info": {"source": "route"}, "release": "r1",

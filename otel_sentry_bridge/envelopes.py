@@ -1,0 +1,100 @@
+"""Envelope bytes and the queued-envelope record (pure serialization; no sentry-sdk import).
+
+The format is the one sentry-sdk's ``Envelope.serialize`` writes; a contract test parses what
+these functions produce with sentry-sdk's own ``Envelope.deserialize``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from .conventions import SDK_NAME
+from .version import __version__
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an integer beyond 64 bits that slipped through: send it as text
+        return orjson.dumps(_json_safe(value), default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if type(value) is int and not -(1 << 63) <= value < 1 << 64:
+        return str(value)
+    return value
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """One serialized envelope waiting to be sent."""
+
+    body: bytes
+    category: str
+    quantity: int
+    spans: int
+    attempts: int = 0
+    #: counted as lost at shutdown while its request was still pending: never count it again
+    abandoned: bool = False
+    #: ``body`` is already gzipped (only Sentry is a destination).
+    compressed: bool = False
+
+
+def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
+    """The envelope ``trace`` header (DSC) for a transaction or event."""
+    trace = event.get("contexts", {}).get("trace", {})
+    dsc: dict[str, str] = {"trace_id": trace.get("trace_id", "")}
+    if public_key:
+        dsc["public_key"] = public_key
+    for key in ("release", "environment"):
+        if event.get(key):
+            dsc[key] = str(event[key])
+    source = event.get("transaction_info", {}).get("source")
+    if event.get("transaction") and source not in ("url", None):
+        dsc["transaction"] = str(event["transaction"])
+    dsc["sampled"] = "true"
+    return dsc
+
+
+_SDK_INFO = {"name": SDK_NAME, "version": __version__}
+
+
+def build_envelope(
+    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None
+) -> bytes:
+    """Serialize one event/transaction into envelope bytes.
+
+    Written directly with orjson (this is the hot path: once per transaction); the format is
+    the one sentry-sdk's ``Envelope.serialize`` writes, which a contract test checks by parsing
+    the result with sentry-sdk's own ``Envelope.deserialize``.
+    """
+    headers: dict[str, Any] = {
+        "event_id": event.get("event_id"),
+        "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "sdk": _SDK_INFO,
+        "trace": dynamic_sampling_context(event, public_key),
+    }
+    if dsn:
+        headers["dsn"] = dsn
+    payload = _dumps(event)
+    item = {"type": item_type, "content_type": "application/json", "length": len(payload)}
+    return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
+
+
+def build_client_report(entries: list[dict[str, object]], dsn: str | None) -> bytes:
+    """A client-report envelope."""
+    payload = _dumps({"timestamp": round(time.time(), 3), "discarded_events": entries})
+    headers: dict[str, Any] = {"sent_at": datetime.now(timezone.utc).isoformat()}
+    if dsn:
+        headers["dsn"] = dsn
+    item = {"type": "client_report", "length": len(payload)}
+    return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
