@@ -181,7 +181,10 @@ class TraceBuffer:
             self._add(segment, span, size)
             self._adopt(segment, span_id)
             return
-        self.waiting.setdefault(parent.span_id, []).append(Waiting(span, now, size))
+        waiters = self.waiting.setdefault(parent.span_id, [])
+        if any(w.span.context.span_id == span_id for w in waiters):
+            return  # the same span delivered twice (e.g. two exporters): keep it once
+        waiters.append(Waiting(span, now, size))
         self.span_count += 1
         self.byte_count += size
 

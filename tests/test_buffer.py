@@ -249,3 +249,16 @@ def test_processor_mode_waits_for_an_open_child_within_the_grace() -> None:
     child.end()
     h.end(f.finished()[1])
     assert h.tick(0.0) == [("root", ["streaming"])]
+
+
+def test_duplicate_delivery_while_waiting_for_the_parent_is_kept_once() -> None:
+    f = SpanFactory()
+    tree(f, ["root", "a"])
+    child, root = f.finished()
+    h = Harness(grace=0.0)
+    h.end(child, starts=False)
+    h.end(child, starts=False)
+    assert h.buffer.span_count == 1
+    h.end(root, starts=False)
+    assert h.tick(0.0) == [("root", ["a"])]
+    assert (h.buffer.span_count, h.buffer.byte_count) == (0, 0)
