@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sentry_receiver import SentryReceiver
 
 from otel_sentry_bridge import doctor
 from otel_sentry_bridge.__main__ import main
+from otel_sentry_bridge._doctor import requirements
 from otel_sentry_bridge.doctor import run_doctor
 
 DSN_KEY = "supersecretdsnkey"
@@ -133,6 +135,32 @@ def test_wrong_key_is_reported() -> None:
     assert "  WARNING: Sentry rejected the DSN's key (HTTP 401): check SENTRY_DSN" in lines, text
 
 
+@pytest.mark.parametrize(("status", "meaning", "warning"), [
+    (301, "redirected", "WARNING: HTTP 301: the ingest URL redirects to https://127.0.0.1/api/"
+                        "123/envelope/; the bridge does not follow redirects"),
+    (405, "refused", "WARNING: HTTP 405: the ingest URL does not take envelopes"),
+    (400, "answered; the empty envelope was refused, which is harmless", None),
+])
+def test_answers_the_bridge_cannot_send_to_are_reported(
+    status: int, meaning: str, warning: str | None
+) -> None:
+    """A host that answers, but with a redirect or a refusal, loses every envelope: say so."""
+    location = {"Location": "https://user:locationpass@127.0.0.1/api/123/envelope/"}
+    with SentryReceiver(key=DSN_KEY) as receiver:
+        receiver.set_mode("status", status=status, headers=location if status == 301 else {})
+        code, text, lines = run({"SENTRY_DSN": receiver.dsn(), **PINNED})
+        assert len(receiver.rejected) == 1
+    assert f"  POST of an empty envelope: HTTP {status} ({meaning})" in lines, text
+    assert "locationpass" not in text
+    if warning is None:
+        assert code == 0, text
+        assert warnings(lines) == [], text
+    else:
+        assert code == 1, text
+        [problem] = warnings(lines)
+        assert problem.startswith(warning), problem
+
+
 # --------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------
@@ -243,6 +271,37 @@ def test_unknown_distro_configurator_and_propagator() -> None:
     assert lines_with(lines, "tracecontext", "<- used (named by OTEL_PROPAGATORS)"), text
 
 
+@pytest.mark.parametrize(("what", "variable"), [
+    ("distro", "OTEL_PYTHON_DISTRO"), ("configurator", "OTEL_PYTHON_CONFIGURATOR"),
+])
+def test_one_name_provided_by_two_distributions(
+    what: str, variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming the entry point does not settle it when two distributions provide that name."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    fake_dist(first, "acme-distro", "1.0", f"[opentelemetry_{what}]\nacme = acme:Thing\n")
+    fake_dist(second, "acme-fork", "2.0", f"[opentelemetry_{what}]\nacme = acme_fork:Thing\n")
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    code, text, lines = run({"SENTRY_BRIDGE_ENVELOPE_DIR": "/x", **PINNED, variable: "acme"})
+    assert code == 1, text
+    assert lines_with(lines, "acme", "[acme-distro 1.0]", f"<- loads (named by {variable})"), text
+    [fork] = lines_with(lines, "acme", "[acme-fork 2.0]")
+    assert fork.endswith("]"), text  # not marked as loading
+    [problem] = warnings(lines)
+    assert problem == (
+        f"WARNING: 2 {what}s installed (acme (acme-distro), acme (acme-fork)) and "
+        f"{variable}='acme' names each of them: OpenTelemetry loads the first one found "
+        f"(acme-distro), which depends on installation order; uninstall the {what} you do "
+        "not mean"
+    ), problem
+
+    # Only one of them installed: no conflict.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(second)])
+    code, text, lines = run({"SENTRY_BRIDGE_ENVELOPE_DIR": "/x", **PINNED, variable: "acme"})
+    assert code == 0, text
+
+
 def test_opentelemetry_distro_defaults_to_missing_otlp_exporter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,7 +400,7 @@ def test_version_outside_the_tested_range(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize("packaging", [True, False], ids=["packaging", "simple"])
 def test_requirement_checks(packaging: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "HAVE_PACKAGING", packaging)
+    monkeypatch.setattr(requirements, "HAVE_PACKAGING", packaging)
     cases = [
         (">=1.45,<1.46", "1.45.1", True),
         (">=1.45,<1.46", "1.46.0", False),
