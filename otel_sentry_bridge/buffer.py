@@ -70,6 +70,11 @@ class Waiting:
 Ready = tuple[ReadableSpan, list[ReadableSpan]]
 
 
+def tombstone(trace_id: int, span_id: int) -> int:
+    """One int for a span's identity (trace id and span id)."""
+    return trace_id << 64 | span_id
+
+
 class TraceBuffer:
     """Groups spans by local root; see the module docstring."""
 
@@ -97,14 +102,18 @@ class TraceBuffer:
         self.segments: dict[int, Segment] = {}
         self.owner: dict[int, int] = {}  # span id -> root id of its live segment
         self.waiting: dict[int, list[Waiting]] = {}  # parent id -> spans waiting for it
-        self.sent: OrderedDict[int, float] = OrderedDict()  # span id -> expiry
+        #: ``tombstone(trace id, span id)`` -> expiry, for spans sent or dropped: a second
+        #: delivery of the same span is ignored
+        self.sent: OrderedDict[int, float] = OrderedDict()
         self.span_count = 0
         self.byte_count = 0
         self.now = 0.0
         #: ids of spans whose start event was lost (the pipeline's intake was full)
         self.lost_starts: set[int] = set()
-        #: ids of local roots whose end was dropped (and counted) at the pipeline's intake
-        self.dropped_roots: set[int] = set()
+        #: span id -> time, of spans whose end was dropped (and counted) at the pipeline's
+        #: intake: the worker closes them (appended by the application's threads)
+        self.dropped_ends: dict[int, float] = {}
+        self.max_dropped_ends = max(10_000, 4 * max_buffered_spans)
 
     # ----------------------------------------------------------------- intake
     def start(self, span: ReadableSpan, now: float) -> None:
@@ -114,7 +123,10 @@ class TraceBuffer:
         if ctx is None:
             return
         span_id = ctx.span_id
-        if span_id in self.owner or span_id in self.sent:
+        if not (0 < ctx.trace_id < 1 << 128 and 0 < span_id < 1 << 64):
+            return  # invalid ids: counted when the span ends
+        if (span_id in self.owner or tombstone(ctx.trace_id, span_id) in self.sent
+                or span_id in self.dropped_ends):
             return
         parent = span.parent
         if parent is not None and not parent.is_remote:
@@ -142,12 +154,20 @@ class TraceBuffer:
         if ctx is None:
             return
         span_id = ctx.span_id
-        if span_id in self.sent:
+        trace_id = ctx.trace_id
+        if not (0 < trace_id < 1 << 128 and 0 < span_id < 1 << 64):
+            self.on_drop("event_processor", "span", 1)  # Sentry cannot take invalid ids
+            return
+        if tombstone(trace_id, span_id) in self.sent:
             return  # duplicate delivery (processor registered twice, or processor + exporter)
         size = estimate_size(span)
         root_id = self.owner.get(span_id)
         if root_id is not None:
             segment = self.segments[root_id]
+            if segment.trace_id != trace_id:  # another span with the same id: keep the first
+                self.on_drop("event_processor", "span", 1)
+                self._remember_sent(span_id, trace_id, now)
+                return
             if root_id == span_id:
                 if segment.root is not None:
                     return
@@ -159,19 +179,27 @@ class TraceBuffer:
                 if not self._admit(size):
                     segment.open.pop(span_id, None)
                     self.owner.pop(span_id, None)
+                    self._remember_sent(span_id, trace_id, now)
                     return
                 segment.open.pop(span_id, None)
                 self._add(segment, span, size)
             self._adopt(segment, span_id)
             return
-        if not self._admit(size):
-            return
         parent = span.parent
+        if parent is not None and not parent.is_remote:
+            waiters = self.waiting.get(parent.span_id)
+            if waiters and any(w.span.context.span_id == span_id
+                               and w.span.context.trace_id == trace_id for w in waiters):
+                return  # the same span delivered twice (e.g. two exporters): keep it once
+        if not self._admit(size):
+            self._remember_sent(span_id, trace_id, now)
+            return
         lost = self.lost_starts
         if lost and (span_id in lost or (parent is not None and parent.span_id in lost)):
             lost.discard(span_id)
             starts_seen = False  # its start (or its parent's) was lost: wait for the parent
-        if parent is None or parent.is_remote or parent.span_id in self.sent or starts_seen:
+        if (parent is None or parent.is_remote or starts_seen
+                or tombstone(trace_id, parent.span_id) in self.sent):
             self._new_root(span, now, size)
             return
         parent_root = self.owner.get(parent.span_id)
@@ -181,10 +209,7 @@ class TraceBuffer:
             self._add(segment, span, size)
             self._adopt(segment, span_id)
             return
-        waiters = self.waiting.setdefault(parent.span_id, [])
-        if any(w.span.context.span_id == span_id for w in waiters):
-            return  # the same span delivered twice (e.g. two exporters): keep it once
-        waiters.append(Waiting(span, now, size))
+        self.waiting.setdefault(parent.span_id, []).append(Waiting(span, now, size))
         self.span_count += 1
         self.byte_count += size
 
@@ -225,7 +250,7 @@ class TraceBuffer:
             self.span_count -= 1
             self.byte_count -= size
             self.owner.pop(span.context.span_id, None)
-            self._remember_sent(span.context.span_id, self.now)
+            self._remember_sent(span.context.span_id, segment.trace_id, self.now)
         self.on_drop("buffer_overflow", "span", len(dropped))
 
     def _adopt(self, segment: Segment, parent_id: int) -> None:
@@ -252,6 +277,8 @@ class TraceBuffer:
     def collect(self, now: float, *, force: bool = False) -> list[Ready]:
         """Segments whose root ended more than ``grace`` ago (all ended ones when ``force``)."""
         self.now = now
+        if self.dropped_ends:
+            self._close_dropped(now)
         ready: list[Ready] = []
         expired: list[int] = []
         # Under memory pressure, ended roots go out without waiting for the full grace.
@@ -303,9 +330,9 @@ class TraceBuffer:
             children = list(segment.spans.values())
         for span in children:
             self.owner.pop(span.context.span_id, None)
-            self._remember_sent(span.context.span_id, now)
+            self._remember_sent(span.context.span_id, segment.trace_id, now)
         self.owner.pop(segment.root_id, None)
-        self._remember_sent(segment.root_id, now)
+        self._remember_sent(segment.root_id, segment.trace_id, now)
         self.span_count -= len(children)
         self.byte_count -= segment.size
         return root, children
@@ -349,7 +376,7 @@ class TraceBuffer:
             count = len(segment.spans)
             for span_id in segment.spans:
                 self.owner.pop(span_id, None)
-                self._remember_sent(span_id, now)
+                self._remember_sent(span_id, segment.trace_id, now)
             self.span_count -= count
             self.byte_count -= segment.size
             self.on_drop("event_processor", "span", count)
@@ -364,32 +391,65 @@ class TraceBuffer:
             items = self.waiting[parent_id]
             keep = [w for w in items if now - w.since < self.timeout]
             if len(keep) != len(items):
-                dropped = len(items) - len(keep)
-                self.span_count -= dropped
-                self.byte_count -= sum(w.size for w in items if w not in keep)
-                self.on_drop("event_processor", "span", dropped)
+                gone = [w for w in items if now - w.since >= self.timeout]
+                self.span_count -= len(gone)
+                self.byte_count -= sum(w.size for w in gone)
+                self.on_drop("event_processor", "span", len(gone))
+                for item in gone:
+                    context = item.span.context
+                    self._remember_sent(context.span_id, context.trace_id, now)
             if keep:
                 self.waiting[parent_id] = keep
             else:
                 del self.waiting[parent_id]
 
-    def _remember_sent(self, span_id: int, now: float) -> None:
-        self.sent[span_id] = now + self.tombstone_ttl
+    def _remember_sent(self, span_id: int, trace_id: int, now: float) -> None:
+        self.sent[tombstone(trace_id, span_id)] = now + self.tombstone_ttl
         if len(self.sent) > self.max_tombstones:
             self.sent.popitem(last=False)
 
     def _expire_tombstones(self, now: float) -> None:
         sent = self.sent
         while sent:
-            _span_id, expiry = next(iter(sent.items()))
+            _key, expiry = next(iter(sent.items()))
             if expiry > now:
                 break
             sent.popitem(last=False)
 
+    def _close_dropped(self, now: float) -> None:
+        """Forget spans whose end was dropped at the intake (never wait for them)."""
+        dropped = self.dropped_ends
+        for span_id, since in list(dropped.items()):
+            root_id = self.owner.get(span_id)
+            if root_id is None:
+                if now - since >= self.timeout:
+                    del dropped[span_id]  # its start never came (or came and was ignored)
+                continue
+            del dropped[span_id]
+            segment = self.segments[root_id]
+            if root_id == span_id and segment.root is None:
+                # The root's end is lost: its transaction cannot be sent. Its finished
+                # spans are counted; still-open ones become roots of their own when they end.
+                self._evict_children(segment, now)
+                for open_id in segment.open:
+                    self.owner.pop(open_id, None)
+                self.owner.pop(span_id, None)
+                del self.segments[root_id]
+            elif span_id in segment.open:
+                del segment.open[span_id]
+                self.owner.pop(span_id, None)
+
+    def note_dropped_end(self, span_id: int, now: float) -> None:
+        """The intake dropped this span's end (called from application threads: no locks,
+        only a dict assignment, bounded)."""
+        if len(self.dropped_ends) < self.max_dropped_ends:
+            self.dropped_ends[span_id] = now
+
     def drop_all(self) -> tuple[int, int]:
         """Forget everything buffered (shutdown): ``(finished spans, transactions)`` lost."""
-        transactions = sum(1 for root_id in self.segments if root_id not in self.dropped_roots)
-        self.dropped_roots.clear()
+        transactions = sum(1 for root_id, segment in self.segments.items()
+                           if segment.root is not None or root_id not in self.dropped_ends)
+        self.dropped_ends.clear()
         count = self.span_count + sum(1 for s in self.segments.values() if s.root is not None)
         self.segments.clear()
         self.owner.clear()

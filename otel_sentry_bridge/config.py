@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from otel_sentry_bridge.conventions import (
+    ENVIRONMENT_RULE,
+    RELEASE_RULE,
+    valid_environment,
+    valid_release,
+)
+
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
 BOOL_VALUES = "1/true/yes/on or 0/false/no/off"
@@ -78,6 +85,20 @@ def parse_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _checked(valid: Callable[[str], bool], rule: str) -> Callable[[str], str | None]:
+    def parse(raw: str) -> str | None:
+        value = raw.strip()
+        if value and not valid(value):
+            raise BadValue(rule)
+        return value or None
+
+    return parse
+
+
+parse_release = _checked(valid_release, RELEASE_RULE)
+parse_environment = _checked(valid_environment, ENVIRONMENT_RULE)
+
+
 _DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)$")
 
 
@@ -138,9 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
             parse_dsn),
     Setting("environment", "SENTRY_ENVIRONMENT", "string", None,
             "Sentry environment. Unset: resource `deployment.environment[.name]`, "
-            "else `production`.", parse_str),
+            "else `production`.", parse_environment),
     Setting("release", "SENTRY_RELEASE", "string", None,
-            "Sentry release. Unset: resource `service.version`.", parse_str),
+            "Sentry release. Unset: resource `service.version`.", parse_release),
     Setting("server_name", "SENTRY_BRIDGE_SERVER_NAME", "string", None,
             "Server name. Unset: resource `host.name`.", parse_str),
     Setting("debug", "SENTRY_DEBUG", "bool", False,

@@ -6,6 +6,7 @@ default by the 0.66b instrumentations. No logic lives here.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 
@@ -143,3 +144,20 @@ SDK_NAME: Final = "sentry.python.otel-bridge"
 REDIS_CACHE_GET: Final = frozenset({"GET", "MGET", "GETEX", "HGET", "HMGET", "HGETALL", "GETDEL"})
 REDIS_CACHE_PUT: Final = frozenset({"SET", "SETEX", "PSETEX", "SETNX", "MSET", "MSETNX", "HSET"})
 REDIS_CACHE_REMOVE: Final = frozenset({"DEL", "UNLINK"})
+
+
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+#: What Relay accepts as a release and an environment (anything else it rejects).
+RELEASE_RULE: Final = "at most 200 characters, no '/', '\\' or control characters, not '.' or '..'"
+ENVIRONMENT_RULE: Final = "at most 64 characters, no '/', '\\' or control characters, not 'None'"
+
+
+def valid_release(text: str) -> bool:
+    """Whether Relay accepts ``text`` (already stripped, non-empty) as a release."""
+    return (0 < len(text) <= 200 and text not in (".", "..")
+            and _BAD_NAME_CHARS.search(text) is None)
+
+
+def valid_environment(text: str) -> bool:
+    """Whether Relay accepts ``text`` (already stripped, non-empty) as an environment."""
+    return 0 < len(text) <= 64 and text != "None" and _BAD_NAME_CHARS.search(text) is None

@@ -103,9 +103,8 @@ class Pipeline:
             parent = span.parent
             if parent is None or parent.is_remote:
                 self.drops.record("queue_overflow", "transaction", 1)
-                roots = self.buffer.dropped_roots
-                if len(roots) < self.lost_cap:
-                    roots.add(span.context.span_id)
+            if self.starts_seen:  # the worker must not wait for this span
+                self.buffer.note_dropped_end(span.context.span_id, time.monotonic())
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from otel_sentry_bridge import _internal_errors
 from otel_sentry_bridge.pipeline import reset_pipeline
 
 _internal_errors.RAISE_INTERNAL_ERRORS = True
+
+# ``pytest --hypothesis-profile=no-shrink``: report the first failing example at once.
+settings.register_profile("no-shrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -39,3 +45,27 @@ def require_service(host: str, port: int, name: str) -> None:
         if IN_CI:
             pytest.fail(f"{name} at {host}:{port} is required under CI=true: {exc}")
         pytest.skip(f"{name} at {host}:{port} is not reachable: {exc}")
+
+
+# ------------------------------------------------------------------------------------ figures
+#: Figures the reliability tests measured (shown at the end of the run; written as JSON to
+#: ``$BRIDGE_FIGURES`` when set). docs/reliability.md quotes them.
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture
+def figures() -> dict[str, Any]:
+    """Record a measured figure: ``figures["name"] = value``."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("measured figures")
+    for name, value in sorted(FIGURES.items()):
+        terminalreporter.write_line(f"{name}: {value}")
+    target = os.environ.get("BRIDGE_FIGURES")
+    if target:
+        with open(target, "w", encoding="utf-8") as handle:
+            json.dump(FIGURES, handle, indent=2, sort_keys=True)

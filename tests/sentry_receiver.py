@@ -107,7 +107,7 @@ MAX_TAG_LENGTH = 200
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _ORIGIN = re.compile(r"[A-Za-z0-9._-]+")
-_HTTP_CLIENT_DESCRIPTION = re.compile(r"^[A-Z]+ \S+")
+_HTTP_CLIENT_DESCRIPTION = re.compile(r"^[A-Z_-]+ \S+")  # _OTHER: OTel's unknown method
 _ENVELOPE_PATH = re.compile(r"/api/(\d+)/envelope/?")
 
 
@@ -328,10 +328,15 @@ def _check_tags(tags: Any, where: str, add: Callable[[str], None]) -> None:
 
 
 def _check_queue_data(data: Mapping[str, Any], where: str, add: Callable[[str], None]) -> None:
-    for key in ("messaging.destination.name", "messaging.message.id", "messaging.system"):
+    # The Queues page groups by destination and system. The message id is shown when present;
+    # some brokers have none (Kafka), so its absence is not an error.
+    for key in ("messaging.destination.name", "messaging.system"):
         value = data.get(key)
-        if value is None or (isinstance(value, str) and not value):
+        if value is None or (isinstance(value, str) and not value.strip()):
             add(f"{where}: data[{key!r}] is missing (Queues module)")
+    message_id = data.get("messaging.message.id")
+    if message_id is not None and not (isinstance(message_id, str) and message_id.strip()):
+        add(f"{where}: data['messaging.message.id'] {message_id!r} must be a non-empty string")
     latency = data.get("messaging.message.receive.latency")
     if latency is not None and not _is_number(latency):
         add(f"{where}: data['messaging.message.receive.latency'] {latency!r} must be a number")
@@ -492,8 +497,10 @@ def _lint_transaction(event: Mapping[str, Any], add: Callable[[str], None]) -> N
     _check_tags(event.get("tags"), "tags", add)
 
     if op == "http.server":
+        # No response context is allowed: a request can end without a response (a client
+        # that went away, a crash in the server); one that is there must hold an int.
         status_code = _as_dict(contexts.get("response")).get("status_code")
-        if not _is_int(status_code):
+        if "response" in contexts and not _is_int(status_code):
             add(f"http.server: contexts.response.status_code {status_code!r} must be an int")
         if not _is_nonempty_str(_as_dict(event.get("request")).get("method")):
             add("http.server: request.method is missing")

@@ -270,7 +270,7 @@ SENDER_THREADS = 4  # the default SENTRY_BRIDGE_SENDER_THREADS
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_app_latency_and_drop_accounting_under_fault(
-    tmp_path: Path, fault: str, healthy_app: FaultApp
+    tmp_path: Path, fault: str, healthy_app: FaultApp, figures: dict[str, Any]
 ) -> None:
     shutdown_timeout = APP_SHUTDOWN_TIMEOUT.get(fault, DEFAULT_APP_SHUTDOWN_TIMEOUT)
     with SentryReceiver() as receiver:
@@ -301,6 +301,9 @@ def test_app_latency_and_drop_accounting_under_fault(
         assert_clean(output)
         assert faulty.app.returncode == 0, output
 
+        figures[f"faults.{fault}.p99_ms"] = (
+            f"{under_fault * 1e3:.1f} vs healthy {healthy * 1e3:.1f} "
+            f"(ratio {under_fault / healthy:.2f})")
         assert under_fault <= P99_RATIO * healthy + P99_TOLERANCE, (
             f"p99 under {fault}: {under_fault * 1e3:.1f} ms (batches "
             f"{[round(v * 1e3, 1) for v in faulty_p99s]}) vs healthy {healthy * 1e3:.1f} ms "
@@ -478,7 +481,9 @@ def read_json(proc: subprocess.Popen[bytes], timeout: float, log: Path) -> dict[
     "direction; memory stays bounded",
 )
 @pytest.mark.parametrize("fault", [*FAULTS, "none"])
-def test_memory_bounded_and_every_drop_counted_under_fault(tmp_path: Path, fault: str) -> None:
+def test_memory_bounded_and_every_drop_counted_under_fault(
+    tmp_path: Path, fault: str, figures: dict[str, Any]
+) -> None:
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)
     log = tmp_path / "producer.log"
@@ -524,6 +529,10 @@ def test_memory_bounded_and_every_drop_counted_under_fault(tmp_path: Path, fault
         )
         produced_bytes = MEM_TXNS * (1 + MEM_CHILDREN) * span_cost
         assert produced_bytes > 3 * bound, "load too small to test the caps"
+        figures[f"memory.{fault}"] = (
+            f"held {produced['held'] / 2**20:.1f} MiB (bound {bound / 2**20:.1f} MiB) while "
+            f"{produced_bytes / 2**20:.0f} MiB of spans were produced; shutdown "
+            f"{shutdown['seconds']} s")
         if produced["held"] > bound:
             problems.append(
                 f"memory: the bridge held {produced['held'] / 2**20:.1f} MiB > bound "
@@ -722,7 +731,7 @@ def wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     ],
 )
 def test_shutdown_is_bounded_and_flushes(
-    tmp_path: Path, how: str, health: str, burst: int
+    tmp_path: Path, how: str, health: str, burst: int, figures: dict[str, Any]
 ) -> None:
     script = tmp_path / "shutdown_app.py"
     script.write_text(SHUTDOWN_APP)
@@ -764,6 +773,7 @@ def test_shutdown_is_bounded_and_flushes(
             proc.stdout.close()
         output = log_path.read_text()
 
+        figures[f"shutdown.{how}.{health}.burst{burst}"] = f"exit after {took:.2f} s"
         assert not killed and took <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, (
             f"{how} with a {health} receiver: the process took {took:.1f} s to exit"
             f"{' and was killed' if killed else ''} (SENTRY_BRIDGE_SHUTDOWN_TIMEOUT="

@@ -483,8 +483,8 @@ def _tx_trace(**changes: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
-def _del_response(e: dict[str, Any]) -> None:
-    del e["contexts"]["response"]
+def _text_response_status(e: dict[str, Any]) -> None:
+    e["contexts"]["response"]["status_code"] = "200"
 
 
 def _duplicate_span(e: dict[str, Any]) -> None:
@@ -508,7 +508,7 @@ LINT_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("trace-op", _tx_trace(op=""), "contexts.trace.op is missing"),
     ("zero-trace-id", _tx_trace(trace_id="0" * 32), "not all zero"),
     ("origin", _tx_trace(origin="OTel Flask"), "must match"),
-    ("response-status", _del_response, "contexts.response.status_code"),
+    ("response-status", _text_response_status, "contexts.response.status_code"),
     ("request-method", _tx(request={"url": "https://x"}), "request.method is missing"),
     ("long-tag", _tx(tags={"k": "v" * 201}), "201 chars"),
     ("tag-int", _tx(tags={"http.status_code": 200}), "must be a string"),
@@ -531,7 +531,9 @@ LINT_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("db-description", _tx_span(0, description=""), "query as description"),
     ("cache-key", _tx_span_data(2, cache__key="order:7"), "cache.key"),
     ("cache-size", _tx_span_data(2, cache__item_size="123"), "cache.item_size"),
-    ("queue-id", _tx_del_span_data(4, "messaging.message.id"), "messaging.message.id"),
+    ("queue-id", _tx_span_data(4, messaging__message__id=" "), "messaging.message.id"),
+    ("queue-destination", _tx_del_span_data(4, "messaging.destination.name"),
+     "messaging.destination.name"),
     ("queue-latency", _tx_span_data(4, messaging__message__receive__latency="12"), "number"),
 ]
 

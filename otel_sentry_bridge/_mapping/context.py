@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from otel_sentry_bridge.conventions import Attr, Res
+from otel_sentry_bridge.conventions import Attr, Res, valid_environment, valid_release
 
 from .mapping_context import MappingContext
+from .ops import http_method
 from .scrub import filter_headers, scrub_target, scrubbed_data, split_url
 from .values import (
     Attrs,
@@ -25,12 +27,14 @@ MAX_TAGS = 200
 def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     """release, environment, server_name (settings win) and runtime/os/otel contexts."""
     out: dict[str, Any] = {}
-    release = ctx.release or pick_str(resource, (Res.SERVICE_VERSION,))
-    if release:
-        out["release"] = release
-    out["environment"] = (
-        ctx.environment or pick_str(resource, Res.ENVIRONMENT) or "production"
-    )
+    for release in (ctx.release, pick_str(resource, (Res.SERVICE_VERSION,))):
+        if release and valid_release(release):
+            out["release"] = release
+            break
+    for environment in (ctx.environment, pick_str(resource, Res.ENVIRONMENT), "production"):
+        if environment and valid_environment(environment):
+            out["environment"] = environment
+            break
     server = ctx.server_name or pick_str(resource, (Res.HOST_NAME,))
     if server:
         out["server_name"] = server
@@ -61,6 +65,17 @@ def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[st
     return out
 
 
+def ip_address(text: str | None) -> str | None:
+    """An IP address Relay accepts (the first of a forwarded list, no zone), or None."""
+    if not text:
+        return None
+    candidate = text.split(",", 1)[0].strip().split("%", 1)[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
 def span_user(attrs: Attrs, ctx: MappingContext) -> dict[str, Any]:
     """User fields (``enduser.*``/``user.*``) found on one span."""
     user: dict[str, Any] = {}
@@ -78,7 +93,7 @@ def span_user(attrs: Attrs, ctx: MappingContext) -> dict[str, Any]:
     elif isinstance(roles, (list, tuple)) and roles:
         user["roles"] = [str(r) for r in roles]
     if ctx.send_pii:
-        ip = first_str(attrs, Attr.CLIENT_ADDRESS)
+        ip = ip_address(first_str(attrs, Attr.CLIENT_ADDRESS))
         if ip:
             user["ip_address"] = ip
     return user
@@ -135,10 +150,10 @@ def merge_tags(parts: Iterable[tuple[tuple[str, str], ...]]) -> dict[str, str]:
 
 def request_interface(attrs: Attrs, ctx: MappingContext) -> dict[str, Any] | None:
     """The ``request`` interface of an http.server root, with secrets removed."""
-    method = first_str(attrs, Attr.HTTP_METHOD)
+    method = http_method(attrs)
     if method is None:
         return None
-    request: dict[str, Any] = {"method": method.upper()}
+    request: dict[str, Any] = {"method": method}
     scheme = first_str(attrs, Attr.URL_SCHEME) or "http"
     host = first_str(attrs, Attr.SERVER_ADDRESS)
     port = first_int(attrs, Attr.SERVER_PORT)

@@ -16,11 +16,14 @@ from opentelemetry.trace import SpanKind
 from otel_sentry_bridge.conventions import Attr, Op
 
 from .scrub import scrub_url, split_url
-from .values import Attrs, first, first_int, first_str
+from .values import Attrs, first, first_int, first_str, set_aside
 
 _SQL_VERB = re.compile(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
 _LEADING_COMMENT = re.compile(r"^\s*/\*.*?\*/\s*", re.DOTALL)
-_ORIGIN_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: What Relay takes as a request method.
+_HTTP_METHOD = re.compile(r"[A-Z_-]{3,32}")
+#: Relay takes origins made of ASCII letters, digits, ``_`` and ``.``.
+_ORIGIN_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 _NON_QUERY_DB = frozenset({"redis", "memcached"})
 
 KIND_NAMES = {
@@ -42,9 +45,15 @@ def derive_origin(scope_name: str | None) -> str:
     ):
         if scope_name.startswith(prefix):
             lib = scope_name[len(prefix):].split(".", 1)[0]
-            lib = _ORIGIN_UNSAFE.sub("_", lib).strip("._-")
+            lib = _ORIGIN_UNSAFE.sub("_", lib).strip("._")
             return origin + lib if lib else origin.rstrip(".")
     return "manual"
+
+
+def clean_origin(text: str) -> str | None:
+    """A user-given origin (``sentry.origin``) in the characters Relay accepts, or None."""
+    cleaned = _ORIGIN_UNSAFE.sub("_", text[:200]).strip("._")
+    return cleaned or None
 
 
 def sql_verb(statement: str) -> str | None:
@@ -54,18 +63,23 @@ def sql_verb(statement: str) -> str | None:
 
 
 def http_method(attrs: Attrs) -> str | None:
-    """The HTTP method (upper case) from new or old keys."""
+    """The HTTP method (upper case) from new or old keys; ``_OTHER`` when not a method."""
     method = first_str(attrs, Attr.HTTP_METHOD)
-    return method.upper() if method else None
+    if not method:
+        return None
+    method = method.upper()
+    return method if _HTTP_METHOD.fullmatch(method) else "_OTHER"
 
 
 def set_http_common(data: dict[str, Any], attrs: Attrs, method: str) -> int | None:
     data["http.request.method"] = method
     data["http.method"] = method
     code = first_int(attrs, Attr.HTTP_STATUS)
-    if code is not None:
+    if code is not None and 100 <= code <= 999:
         data["http.response.status_code"] = code
-    return code
+        return code
+    set_aside(data, *Attr.HTTP_STATUS)  # not a status code
+    return None
 
 
 def http_client(
@@ -219,36 +233,43 @@ def messaging(
     system = first_str(attrs, Attr.MESSAGING_SYSTEM)
     if action is None and operation is None and system is None:
         return None
+    op: str | None = None
     if action == "apply_async":
         op = Op.QUEUE_PUBLISH
     elif action == "run":
         op = Op.QUEUE_TASK_CELERY if kind is SpanKind.CONSUMER else Op.QUEUE_PROCESS
     elif operation is not None:
-        op = _MESSAGING_OPS.get(operation.lower(), "queue." + operation.lower())
-    elif kind is SpanKind.PRODUCER:
+        op = _MESSAGING_OPS.get(operation.lower())
+    if op is None and kind is SpanKind.PRODUCER:
         op = Op.QUEUE_PUBLISH
-    elif kind is SpanKind.CONSUMER:
+    elif op is None and kind is SpanKind.CONSUMER:
         op = Op.QUEUE_PROCESS
-    else:
-        return None
     destination = first_str(attrs, Attr.MESSAGING_DESTINATION)
     if destination is None:
         delivery = attrs.get("celery.delivery_info")
         if isinstance(delivery, str) and "routing_key" in delivery:
             match = re.search(r"'routing_key':\s*'([^']*)'", delivery)
-            destination = match.group(1) if match else None
+            destination = (match.group(1).strip() or None) if match else None
+    if op is None or (destination is None and op != Op.QUEUE_TASK_CELERY):
+        # The Queues page groups by destination: without one (or without a known operation)
+        # the span is not a Queues span, and the RPC and generic rules apply.
+        return None
     if destination is not None:
         data["messaging.destination.name"] = destination
     message_id = first_str(attrs, Attr.MESSAGING_MESSAGE_ID)
     if message_id is not None:
         data["messaging.message.id"] = message_id
+    else:
+        set_aside(data, *Attr.MESSAGING_MESSAGE_ID)
     data["messaging.system"] = system or ("celery" if action else "unknown")
     retries = first_int(attrs, Attr.CELERY_RETRIES)
     if action or retries is not None:
-        data["messaging.message.retry.count"] = retries or 0
+        data["messaging.message.retry.count"] = max(retries or 0, 0)
     body = first_int(attrs, Attr.MESSAGING_BODY_SIZE)
-    if body is not None:
+    if body is not None and body >= 0:
         data["messaging.message.body.size"] = body
+    else:
+        set_aside(data, *Attr.MESSAGING_BODY_SIZE)
     if task is None and action and "/" in name:
         task = name.split("/", 1)[1]
     return op, task or destination or name

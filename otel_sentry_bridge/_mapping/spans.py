@@ -138,7 +138,8 @@ def make_template(
     if op_override:
         op = op_override
     description = first_str(attrs, Attr.SENTRY_DESCRIPTION) or description or op
-    origin = first_str(attrs, Attr.SENTRY_ORIGIN) or _origins.get(scope_name)
+    given_origin = first_str(attrs, Attr.SENTRY_ORIGIN)
+    origin = (ops.clean_origin(given_origin) if given_origin else None) or _origins.get(scope_name)
     if origin is None:
         origin = _origins[scope_name] = ops.derive_origin(scope_name)
 
@@ -148,8 +149,9 @@ def make_template(
         data["otel.status_code"] = status_code.name
         if span.status.description:
             data["otel.status_description"] = scrub_text(span.status.description, ctx.send_pii)
-    if "http.response.status_code" in data:
-        tags = {"http.status_code": str(data["http.response.status_code"])}
+    code = data.get("http.response.status_code")
+    if type(code) is int and 100 <= code <= 999:
+        tags = {"http.status_code": str(code)}
     if status not in VALID_STATUS:
         status = "unknown"
     own = is_own_request(attrs, ctx)

@@ -30,11 +30,21 @@ class MappedTransaction:
     dropped_spans: int = 0
     filtered_spans: int = 0
 
+#: What Relay itself calls a transaction without a name.
+UNLABELED = "<unlabeled transaction>"
+
 
 def transaction_name(
     span: ReadableSpan, attrs: dict[Any, Any], op: str, description: str
 ) -> tuple[str, str]:
-    """``(name, source)`` per sentry-mapping.md section 3.3."""
+    """``(name, source)`` per sentry-mapping.md section 3.3 (never blank)."""
+    name, source = _name_and_source(span, attrs, op, description)
+    return (name.strip() or UNLABELED), source
+
+
+def _name_and_source(
+    span: ReadableSpan, attrs: dict[Any, Any], op: str, description: str
+) -> tuple[str, str]:
     name = span.name or ""
     override = first_str(attrs, Attr.SENTRY_NAME)
     if override:
@@ -48,12 +58,12 @@ def transaction_name(
         path = ops.http_server_path(attrs)
         if path:
             return f"{method} {path}".strip(), Source.URL
-        return (name or method or "<unlabeled transaction>"), Source.URL
+        return (name or method or UNLABELED), Source.URL
     if op in (Op.QUEUE_TASK_CELERY, Op.QUEUE_PROCESS) and span.kind is SpanKind.CONSUMER:
         return description or name, Source.TASK
     if op == Op.GRPC_SERVER or op == Op.RPC_SERVER:
         return name or description, Source.ROUTE
-    return (name or description or "<unlabeled transaction>"), Source.CUSTOM
+    return (name or description or UNLABELED), Source.CUSTOM
 
 
 def _links(span: ReadableSpan, send_pii: bool) -> list[dict[str, Any]] | None:
@@ -237,13 +247,15 @@ def _assemble(
     }
     tags = merge_tags(t.tag_items for t in templates)
     status_code = root_mapped["data"].get("http.response.status_code")
+    if not (type(status_code) is int and 100 <= status_code <= 999):
+        status_code = None
     if op == Op.HTTP_SERVER:
         request = request_interface(root_attrs, ctx)
         if request:
             event["request"] = request
-        if isinstance(status_code, int):
+        if status_code is not None:
             contexts["response"] = {"type": "response", "status_code": status_code}
-    if isinstance(status_code, int):
+    if status_code is not None:
         tags.setdefault("http.status_code", str(status_code))
     if tags:
         event["tags"] = tags

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,7 +66,7 @@ def pick_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
     value = pick(attrs, keys)
     if value is None:
         return None
-    text = value if type(value) is str else str(value)
+    text = (value if type(value) is str else str(value)).strip()
     return text or None
 
 
@@ -79,7 +80,7 @@ def first_str(view: Attrs, concept: tuple[str, ...]) -> str | None:
     value = view.get(concept)
     if value is None:
         return None
-    text = value if type(value) is str else str(value)
+    text = (value if type(value) is str else str(value)).strip()
     return text or None
 
 
@@ -87,15 +88,17 @@ def first_int(view: Attrs, concept: tuple[str, ...]) -> int | None:
     """Like :func:`first`, as an int (strings of digits accepted, bools refused)."""
     value = view.get(concept)
     if type(value) is int:
-        return value if INT_MIN <= value <= INT_MAX else None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and 0 < len(value) < 40 and value.strip().lstrip("-").isdigit():
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if INT_MIN <= number <= INT_MAX else None
 
 
 def clean_value(value: Any) -> Any:
@@ -150,12 +153,13 @@ def tag_value(value: Any) -> str | None:
     return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
 
 
+_TAG_KEY = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_TAG_CHARS}}}")
+
+
 def tag_key(key: str) -> str | None:
-    """A valid Sentry tag key (Relay: at most 200 chars, no whitespace), or None."""
+    """A valid Sentry tag key (Relay: ASCII letters, digits, ``_.:-``; 200 chars), or None."""
     key = key.strip()
-    if not key or len(key) > MAX_TAG_CHARS or any(c.isspace() for c in key):
-        return None
-    return key
+    return key if _TAG_KEY.fullmatch(key) else None
 
 
 def hex_trace(trace_id: int) -> str:
@@ -173,3 +177,16 @@ def seconds(ns: int | None) -> float | None:
     if ns is None:
         return None
     return ns / 1e9
+
+
+#: Where an attribute goes whose key Sentry reads with a type, but whose value has another.
+INVALID_PREFIX = "sentry_bridge.invalid."
+
+
+def set_aside(data: dict[str, Any], *keys: str) -> None:
+    """Move ``keys`` (values Sentry could not read) to :data:`INVALID_PREFIX` as text."""
+    for key in keys:
+        if key in data:
+            value = data.pop(key)
+            if value is not None and value != "":
+                data[INVALID_PREFIX + key] = value if type(value) is str else str(value)
