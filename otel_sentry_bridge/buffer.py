@@ -125,8 +125,7 @@ class TraceBuffer:
         span_id = ctx.span_id
         if not (0 < ctx.trace_id < 1 << 128 and 0 < span_id < 1 << 64):
             return  # invalid ids: counted when the span ends
-        if (span_id in self.owner or tombstone(ctx.trace_id, span_id) in self.sent
-                or span_id in self.dropped_ends):
+        if span_id in self.owner or tombstone(ctx.trace_id, span_id) in self.sent:
             return
         parent = span.parent
         if parent is not None and not parent.is_remote:

@@ -32,6 +32,8 @@ IDLE_WAIT = 0.05
 #: Longest total time one worker round may wait for room in a full send queue (seconds).
 SUBMIT_BUDGET = 2.0
 DRAIN_BATCH = 8192
+#: How long shutdown waits for the worker's batch to finish before counting what is left.
+SHUTDOWN_DRAIN_WAIT = 0.5
 
 
 class Pipeline:
@@ -103,8 +105,8 @@ class Pipeline:
             parent = span.parent
             if parent is None or parent.is_remote:
                 self.drops.record("queue_overflow", "transaction", 1)
-            if self.starts_seen:  # the worker must not wait for this span
-                self.buffer.note_dropped_end(span.context.span_id, time.monotonic())
+            # the worker must not wait for this span (nor send its transaction if a root)
+            self.buffer.note_dropped_end(span.context.span_id, time.monotonic())
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
@@ -225,8 +227,18 @@ class Pipeline:
         self.queue_cap = 0
         self._wake.set()
         with handle_internal_errors("pipeline.shutdown"):
+            # What is still in the intake goes into the buffer first (cheap: no mapping), so
+            # that the spans and the transactions given up below are counted alike.
+            if self._lock.acquire(timeout=SHUTDOWN_DRAIN_WAIT):
+                try:
+                    now = time.monotonic()
+                    while self._drain(now, DRAIN_BATCH):
+                        pass
+                finally:
+                    self._lock.release()
             spans, transactions = self.buffer.drop_all()
             spans += len(self.queue) + len(self.exported)
+            self.starts.clear()
             self.queue.clear()
             self.exported.clear()
             self.drops.record("queue_overflow", "span", spans)

@@ -474,12 +474,6 @@ def read_json(proc: subprocess.Popen[bytes], timeout: float, log: Path) -> dict[
 
 
 # "none": the same load against a healthy receiver, for comparison.
-@pytest.mark.xfail(
-    strict=False,
-    reason="known (issue 3): with the minimal caps and an intake that overflows for seconds, "
-    "the transaction count of the client reports can be off by a few (< 2%) in either "
-    "direction; memory stays bounded",
-)
 @pytest.mark.parametrize("fault", [*FAULTS, "none"])
 def test_memory_bounded_and_every_drop_counted_under_fault(
     tmp_path: Path, fault: str, figures: dict[str, Any]
