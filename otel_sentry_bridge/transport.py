@@ -130,6 +130,11 @@ class Transport:
         return bool(self.sentry or self.spotlight or self.envelope_dir or self.sink)
 
     # ------------------------------------------------------------------ intake
+    @property
+    def backing_off(self) -> bool:
+        """Sentry was unreachable at the last attempt (no successful send since)."""
+        return bool(self._backoff)
+
     def submit(
         self, event: dict[str, Any], item_type: str = "transaction", wait: float = 0.0
     ) -> None:
@@ -160,7 +165,9 @@ class Transport:
 
     def _enqueue(self, item: Outgoing, wait: float = 0.0) -> None:
         with self._cond:
-            if wait and not self._closed and self._full(len(item.body)):
+            # Wait only for senders that are sending: while Sentry is unreachable (backing
+            # off) waiting would only pile spans up in the intake.
+            if wait and not self._closed and not self._backoff and self._full(len(item.body)):
                 self._ensure_threads()
                 deadline = time.monotonic() + wait
                 while self._full(len(item.body)) and not self._closed:

@@ -146,3 +146,48 @@ def test_current_span_context_helper_is_valid_only_inside_spans(
         ctx = _current_trace_context()
         assert ctx == {"trace_id": f"{span.get_span_context().trace_id:032x}",
                        "span_id": f"{span.get_span_context().span_id:016x}"}
+
+
+def test_intake_shrinks_while_sentry_is_unreachable_and_grows_back() -> None:
+    """During an outage a burst is turned away (counted) instead of held at full size."""
+    capture = BridgeCapture(max_buffered_spans=1_000)
+    try:
+        pipeline = capture.pipeline
+        pipeline._worker = threading.current_thread()  # process() runs here, step by step
+        pipeline.transport._backoff = 1.0  # as after a refused connection
+        pipeline.process(force=False)
+        assert pipeline.queue_cap == 100
+        for _ in range(50):
+            make_request(capture.tracer_provider, children=3)
+        assert len(pipeline.queue) == 100
+        assert pipeline.drops.total("queue_overflow", "span") == 50 * 4 - 100
+        pipeline.transport._backoff = 0.0  # a send succeeded
+        pipeline.process(force=True)
+        assert pipeline.queue_cap == 1_000
+    finally:
+        capture.close()
+
+
+def test_ended_spans_wait_in_the_intake_without_empty_event_and_link_lists() -> None:
+    """The intake swaps an ended span's empty event/link lists for tuples (they cost ~1.9 KB
+    per span); what the span reads is unchanged, and a span with events keeps them."""
+    capture = BridgeCapture()
+    try:
+        pipeline = capture.pipeline
+        pipeline._worker = threading.current_thread()  # keep the spans in the intake
+        tracer = capture.tracer_provider.get_tracer("app")
+        with tracer.start_as_current_span("GET /a", kind=SpanKind.SERVER):
+            with tracer.start_as_current_span("child") as live:
+                live.add_event("cache miss", {"key": "k"})
+        busy, plain = pipeline.queue
+        assert plain._events == () and plain._links == ()
+        assert plain.events == () and plain.links == ()
+        assert plain.dropped_events == 0 and plain.dropped_links == 0
+        assert plain.to_json()
+        assert [e.name for e in busy.events] == ["cache miss"]
+        assert busy.dropped_events == 0
+        pipeline.process(force=True)
+        (txn,) = capture.transactions()
+        assert [s["description"] for s in txn["spans"]] == ["child"]
+    finally:
+        capture.close()
