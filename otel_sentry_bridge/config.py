@@ -189,8 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
             "How long finished spans of a root that has not ended are kept before they are "
             "evicted (counted).", parse_float(1.0)),
     Setting("max_buffered_spans", "SENTRY_BRIDGE_MAX_BUFFERED_SPANS", "int", 50_000,
-            "Global cap on spans held in memory (queued and buffered); over it spans are "
-            "dropped and counted.", parse_int(100)),
+            "Cap on spans held in memory, per stage (intake queue, trace buffer); over it "
+            "spans are dropped and counted. While Sentry is unreachable the intake holds a "
+            "tenth of it.", parse_int(100)),
     Setting("max_buffered_bytes", "SENTRY_BRIDGE_MAX_BUFFERED_BYTES", "int (bytes)", 64 << 20,
             "Global cap on the estimated size of buffered spans and queued envelopes.",
             parse_int(1 << 20)),

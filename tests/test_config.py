@@ -80,6 +80,11 @@ def test_unknown_code_setting_is_an_error() -> None:
     ({"SENTRY_BRIDGE_LATE_SPAN_GRACE": "-1"}, "SENTRY_BRIDGE_LATE_SPAN_GRACE"),
     ({"SENTRY_SPOTLIGHT": "ftp://x"}, "SENTRY_SPOTLIGHT"),
     ({"SENTRY_BRIDGE_COMPRESSION_LEVEL": "11"}, "SENTRY_BRIDGE_COMPRESSION_LEVEL"),
+    ({"SENTRY_RELEASE": "shop/1.0"}, "SENTRY_RELEASE"),
+    ({"SENTRY_RELEASE": ".."}, "SENTRY_RELEASE"),
+    ({"SENTRY_RELEASE": "r" * 201}, "SENTRY_RELEASE"),
+    ({"SENTRY_ENVIRONMENT": "None"}, "SENTRY_ENVIRONMENT"),
+    ({"SENTRY_ENVIRONMENT": "prod\\eu"}, "SENTRY_ENVIRONMENT"),
 ])
 def test_bad_value_warns_once_and_uses_default(env: dict[str, str], value: str) -> None:
     cfg, warnings = warnings_of(env)
