@@ -295,6 +295,15 @@ def secret_needles(values: Mapping[str, str], *names: str) -> dict[str, str]:
     return {name: values[name] for name in names}
 
 
+def scanned(receiver: SentryReceiver, needles: Mapping[str, str], found: list[str]) -> str:
+    """For the figures: how much :func:`leaks` scanned, and what it found."""
+    envelopes = all_envelopes(receiver)
+    items = sum(len(e.items) for e in envelopes)
+    strings = sum(1 for e in envelopes for item in e.items for _ in walk(item.json))
+    return (f"{len(envelopes)} envelopes ({items} items, {strings} strings) scanned for "
+            f"{len(needles)} values: {len(found)} found")
+
+
 # --------------------------------------------------------------------------------------------
 # Default settings: nothing private leaves the process
 # --------------------------------------------------------------------------------------------
@@ -302,7 +311,7 @@ def secret_needles(values: Mapping[str, str], *names: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("semconv", SEMCONV_MODES)
 def test_default_settings_send_no_secret_and_no_client_ip(
-    tmp_path: Path, semconv: str | None
+    tmp_path: Path, semconv: str | None, figures: dict[str, Any]
 ) -> None:
     values = make_secrets()
     with SentryReceiver() as receiver:
@@ -325,6 +334,7 @@ def test_default_settings_send_no_secret_and_no_client_ip(
             "basic_auth(url credentials)": basic_auth(values),
         }
         found = leaks(receiver, needles)
+        figures[f"privacy.default.{semconv or 'old'}"] = scanned(receiver, needles, found)
         assert found == [], "private data sent with default settings:\n" + "\n".join(found)
 
         for txn in txns:
@@ -354,7 +364,7 @@ def test_default_settings_send_no_secret_and_no_client_ip(
 
 @pytest.mark.parametrize("semconv", SEMCONV_MODES)
 def test_send_default_pii_sends_documented_fields_only(
-    tmp_path: Path, semconv: str | None
+    tmp_path: Path, semconv: str | None, figures: dict[str, Any]
 ) -> None:
     values = make_secrets()
     with SentryReceiver() as receiver:
@@ -388,6 +398,7 @@ def test_send_default_pii_sends_documented_fields_only(
             values, "url_password", "sql_param", *SECRET_ATTRIBUTES.values()
         )
         found = leaks(receiver, never)
+        figures[f"privacy.pii.{semconv or 'old'}"] = scanned(receiver, never, found)
         assert found == [], "sent although never allowed:\n" + "\n".join(found)
         client = one([s for s in login["spans"] if s["op"] == "http.client"
                       and "/x" in s["data"].get("url.full", "")], "requests span")
@@ -468,7 +479,9 @@ def test_tag_attributes_do_not_bypass_url_scrubbing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dsn_kind", ["receiver", "unreachable", "malformed"])
-def test_debug_output_never_shows_the_dsn_key(tmp_path: Path, dsn_kind: str) -> None:
+def test_debug_output_never_shows_the_dsn_key(
+    tmp_path: Path, dsn_kind: str, figures: dict[str, Any]
+) -> None:
     values = make_secrets()
     app_port, closed_port, dead_port = free_ports(3)
     with SentryReceiver(key=DSN_KEY) as receiver:
@@ -487,6 +500,9 @@ def test_debug_output_never_shows_the_dsn_key(tmp_path: Path, dsn_kind: str) -> 
             run_login(app, values)
             output = app.stop()
         assert_clean_output(output)
+        figures[f"privacy.debug_log.{dsn_kind}"] = (
+            f"{len(output.splitlines())} lines of SENTRY_DEBUG output: DSN key found "
+            f"{output.count(DSN_KEY)} times")
         assert DSN_KEY not in output, output
         assert "otel_sentry_bridge" in output or "otel-sentry-bridge" in output, output
         receiver.assert_no_problems()

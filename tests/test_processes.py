@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apps import opentelemetry_instrument
@@ -225,7 +226,7 @@ def booted_workers(output: str) -> set[int]:
 
 @pytest.mark.parametrize("preload", [False, True], ids=["fork-then-import", "preload"])
 def test_gunicorn_prefork_workers_each_deliver_exactly_once(
-    tmp_path: Path, preload: bool
+    tmp_path: Path, preload: bool, figures: dict[str, Any]
 ) -> None:
     with SentryReceiver() as receiver:
         with gunicorn(tmp_path, receiver, preload=preload) as server:
@@ -281,6 +282,11 @@ def test_gunicorn_prefork_workers_each_deliver_exactly_once(
         else:
             assert startup_pids == sorted(workers), (startup_pids, workers, listing)
         assert len(txns) == REQUESTS + len(startups), listing
+        figures[f"processes.gunicorn.{'preload' if preload else 'fork-then-import'}"] = (
+            f"{REQUESTS} requests ({CONCURRENCY} concurrent) served by {len(served_pids)} of "
+            f"{len(workers)} workers: {len(work)} transactions, each once, from its worker "
+            f"(+ {len(startups)} startup); gunicorn stopped {server.exit_seconds:.1f} s "
+            f"after SIGTERM")
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,7 +373,9 @@ if __name__ == "__main__":
 '''
 
 
-def test_multiprocessing_fork_children_and_parent_all_deliver(tmp_path: Path) -> None:
+def test_multiprocessing_fork_children_and_parent_all_deliver(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
     script = tmp_path / "mp_app.py"
     script.write_text(MP_SCRIPT)
     out = tmp_path / "out"
@@ -423,3 +431,8 @@ def test_multiprocessing_fork_children_and_parent_all_deliver(tmp_path: Path) ->
             f"{len(missing)} transactions never arrived: {missing}. Children that return from "
             f"their target are ended by multiprocessing with os._exit(), which skips atexit."
         )
+        from_parent = sum(1 for name in expected if name.startswith("parent"))
+        figures["processes.multiprocessing_fork"] = (
+            f"{len(expected)} transactions (parent: {from_parent}, {len(after['pids'])} forked "
+            f"children: {(len(expected) - from_parent) // len(after['pids'])} each) arrived, "
+            f"each once, from the process that made it")
