@@ -326,8 +326,8 @@ def report(summary: dict[str, Any]) -> list[str]:
         "client reports; spans of envelopes dropped at the transport are counted there as "
         "Sentry spans (with the synthesized cache.* parents) and converted back to OTel "
         "spans here. Transactions: client reports count a dropped root as a dropped "
-        "transaction; its accepted children wait in a rootless segment (evicted after "
-        "SENTRY_BRIDGE_BUFFER_TIMEOUT, then counted as event_processor spans).")]
+        "transaction; the worker then drops its accepted children at once (counted as "
+        "event_processor spans), so no rootless segment is left behind.")]
     return lines
 
 

@@ -114,6 +114,7 @@ class TraceBuffer:
         #: intake: the worker closes them (appended by the application's threads)
         self.dropped_ends: dict[int, float] = {}
         self.max_dropped_ends = max(10_000, 4 * max_buffered_spans)
+        self._last_close = float("-inf")
 
     # ----------------------------------------------------------------- intake
     def start(self, span: ReadableSpan, now: float) -> None:
@@ -418,11 +419,15 @@ class TraceBuffer:
     def _close_dropped(self, now: float) -> None:
         """Forget spans whose end was dropped at the intake (never wait for them)."""
         dropped = self.dropped_ends
+        previous = self._last_close
+        self._last_close = now
         for span_id, since in list(dropped.items()):
             root_id = self.owner.get(span_id)
             if root_id is None:
-                if now - since >= self.timeout:
-                    del dropped[span_id]  # its start never came (or came and was ignored)
+                # Noted before the previous pass: its start, if it was accepted at all, has
+                # been drained since (starts are drained before each pass), so none is coming.
+                if since < previous:
+                    del dropped[span_id]
                 continue
             del dropped[span_id]
             segment = self.segments[root_id]

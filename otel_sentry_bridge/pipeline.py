@@ -113,13 +113,16 @@ class Pipeline:
                 self._wake.set()
         else:
             self.drops.record("queue_overflow", "span", 1)
-            if self.lost_starts:
-                self.lost_starts.discard(span.context.span_id)
             parent = span.parent
             if parent is None or parent.is_remote:
                 self.drops.record("queue_overflow", "transaction", 1)
-            # the worker must not wait for this span (nor send its transaction if a root)
-            self.buffer.note_dropped_end(span.context.span_id, time.monotonic())
+            span_id = span.context.span_id
+            lost = self.lost_starts
+            if lost and span_id in lost:
+                lost.discard(span_id)  # its start was lost too: the worker never saw it
+            else:
+                # the worker must not wait for this span (nor send its transaction if a root)
+                self.buffer.note_dropped_end(span_id, time.monotonic())
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
