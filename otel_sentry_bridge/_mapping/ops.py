@@ -84,7 +84,7 @@ def set_http_common(data: dict[str, Any], attrs: Attrs, method: str) -> int | No
 
 def http_client(
     name: str, attrs: Attrs, data: dict[str, Any], method: str, send_pii: bool
-) -> str:
+) -> str | None:
     """``http.client`` description ``"METHOD scheme://host[:port]/path"`` and data."""
     set_http_common(data, attrs, method)
     raw_url = first_str(attrs, Attr.URL_FULL)
@@ -118,7 +118,9 @@ def http_client(
         scheme = first_str(attrs, Attr.URL_SCHEME) or "http"
         netloc = host if not port or port in (80, 443) else f"{host}:{port}"
         return f"{method} {scheme}://{netloc}{target.split('?', 1)[0]}"
-    return f"{method} {name}" if name and name.upper() != method else method
+    if name.strip() and " " not in name.strip() and name.strip().upper() != method:
+        return f"{method} {name.strip()}"
+    return None  # no URL: not a span the Requests page can place
 
 
 def http_server_path(attrs: Attrs) -> str | None:

@@ -116,8 +116,8 @@ def make_template(
     if method is not None and kind is SpanKind.SERVER:
         op, description = Op.HTTP_SERVER, ops.http_server(name, attrs, data, method)
     elif method is not None and kind is SpanKind.CLIENT:
-        op = Op.HTTP_CLIENT
-        description = ops.http_client(name, attrs, data, method, ctx.send_pii)
+        client = ops.http_client(name, attrs, data, method, ctx.send_pii)
+        op, description = (Op.HTTP_CLIENT, client) if client else (Op.HTTP, name or method)
     elif system is not None and system.lower() in ("redis", "memcached"):
         keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
         key_list = [str(k) for k in keys] if isinstance(keys, (list, tuple)) else None

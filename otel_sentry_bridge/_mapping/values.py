@@ -130,7 +130,11 @@ def clean_attrs(attrs: Attrs) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         kind = type(value)
-        if (kind is str and len(value) <= MAX_VALUE_CHARS) or kind is int or kind is bool:
+        if (
+            (kind is str and len(value) <= MAX_VALUE_CHARS)
+            or (kind is int and INT_MIN <= value <= INT_MAX)
+            or kind is bool
+        ):
             out[key if type(key) is str else str(key)] = value
         else:
             out[key if type(key) is str else str(key)] = clean_value(value)
