@@ -227,6 +227,8 @@ class Pipeline:
         if mapped.dropped_spans:
             self.drops.record("buffer_overflow", "span", mapped.dropped_spans)
         started = time.monotonic()
+        for error in mapped.errors:
+            self.transport.submit(error, "event", wait=self._submit_budget)
         self.transport.submit(mapped.event, "transaction", wait=self._submit_budget)
         self._submit_budget = max(0.0, self._submit_budget - (time.monotonic() - started))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -14,6 +14,7 @@ from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 
 from . import ops
 from .context import merge_tags, merge_user, request_interface, resource_fields
+from .errors import error_events
 from .mapping_context import MappingContext
 from .scrub import scrubbed_data
 from .spans import SentrySpan, SpanMapper, SpanTemplate, cache_parent, instantiate
@@ -29,6 +30,8 @@ class MappedTransaction:
     event: dict[str, Any]
     dropped_spans: int = 0
     filtered_spans: int = 0
+    #: error events from the ``exception`` span events of this transaction's spans
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 #: What Relay itself calls a transaction without a name.
 UNLABELED = "<unlabeled transaction>"
@@ -149,6 +152,9 @@ def build_transaction(
 
     original_parent: dict[str, str | None] = {}
     mapped: list[SentrySpan] = []
+    recorded: list[tuple[ReadableSpan, SentrySpan]] = []
+    if _has_events(root):
+        recorded.append((root, root_mapped))
     templates: list[SpanTemplate] = [root_template]
     filtered = 0
     ids_seen: set[str] = {root_id}
@@ -173,6 +179,8 @@ def build_transaction(
             filtered += 1
             continue
         templates.append(template)
+        if _has_events(child):
+            recorded.append((child, out))
         cache = cache_parent(out, template, ctx)
         if cache is not None:
             original_parent[cache["span_id"]] = cache["parent_span_id"]
@@ -196,7 +204,15 @@ def build_transaction(
     _break_cycles(mapped, root_id)
 
     event = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
-    return MappedTransaction(event, dropped, filtered)
+    errors = error_events(recorded, event, ctx, mapped) if recorded else []
+    return MappedTransaction(event, dropped, filtered, errors)
+
+
+def _has_events(span: ReadableSpan) -> bool:
+    try:
+        return bool(span._events)  # the SDK's own field: no tuple copy (hot path)
+    except AttributeError:
+        return bool(span.events)
 
 
 def _assemble(

@@ -1,0 +1,141 @@
+"""Error events from OpenTelemetry ``exception`` span events, through the real pipeline."""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sentry_receiver import validate_event
+
+from otel_sentry_bridge._mapping.errors import parse_traceback
+from otel_sentry_bridge.testing import BridgeCapture
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+def charge(amount: int) -> None:
+    raise PaymentDeclined(f"card declined for {amount}")
+
+
+def checkout(amount: int) -> None:
+    try:
+        charge(amount)
+    except PaymentDeclined as exc:
+        raise RuntimeError("checkout failed") from exc
+
+
+def test_unhandled_exception_in_nested_spans_is_one_event(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.flask")
+    with pytest.raises(RuntimeError):
+        with tracer.start_as_current_span(
+            "GET /checkout", kind=SpanKind.SERVER,
+            attributes={"http.method": "GET", "http.route": "/checkout",
+                        "http.status_code": 500, "enduser.id": "u-42"},
+        ):
+            with tracer.start_as_current_span("checkout service"):
+                with tracer.start_as_current_span("payment"):
+                    checkout(12)
+    (txn,) = sentry_bridge.transactions()
+    (event,) = sentry_bridge.items("event")
+    assert validate_event(event, kind="event") == []
+    cause, main = event["exception"]["values"]
+    assert (cause["type"], cause["value"]) == ("PaymentDeclined", "card declined for 12")
+    assert (main["type"], main["module"], main["value"]) == (
+        "RuntimeError", "builtins", "checkout failed")
+    assert main["mechanism"] == {"type": "auto.otel.flask", "handled": False}
+    frames = main["stacktrace"]["frames"]
+    assert frames[-1]["function"] == "checkout" and frames[-1]["in_app"] is True
+    assert frames[-1]["context_line"] == 'raise RuntimeError("checkout failed") from exc'
+    assert cause["stacktrace"]["frames"][-1]["function"] == "charge"
+    payment = next(s for s in txn["spans"] if s["description"] == "payment")
+    assert event["contexts"]["trace"]["span_id"] == payment["span_id"]
+    assert event["contexts"]["trace"]["trace_id"] == txn["contexts"]["trace"]["trace_id"]
+    assert event["transaction"] == "GET /checkout"
+    assert event["user"] == txn["user"] == {"id": "u-42"}
+    assert event["environment"] == txn["environment"]
+
+
+def test_recorded_and_handled_exception(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("nightly report") as span:
+        try:
+            charge(5)
+        except PaymentDeclined as exc:
+            span.record_exception(exc, attributes={"order.id": "o-1"})
+    (event,) = sentry_bridge.items("event")
+    assert validate_event(event, kind="event") == []
+    (value,) = event["exception"]["values"]
+    assert value["type"] == "PaymentDeclined" and value["module"] == "test_errors"
+    assert value["mechanism"] == {"type": "manual", "handled": True}
+    assert event["transaction"] == "nightly report"
+
+
+def test_exception_event_without_stacktrace(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("job") as span:
+        span.add_event("exception", {"exception.type": "requests.exceptions.ConnectTimeout",
+                                     "exception.message": "timed out"})
+        span.set_status(Status(StatusCode.ERROR))
+    (event,) = sentry_bridge.items("event")
+    assert validate_event(event, kind="event") == []
+    (value,) = event["exception"]["values"]
+    assert (value["type"], value["module"]) == ("ConnectTimeout", "requests.exceptions")
+    assert "stacktrace" not in value
+    assert value["mechanism"]["handled"] is False
+
+
+def test_parse_traceback_of_real_exceptions() -> None:
+    try:
+        checkout(1)
+    except RuntimeError as exc:
+        text = "".join(traceback.format_exception(exc))
+    values = parse_traceback(text)
+    assert [v["type"] for v in values] == [f"{__name__}.PaymentDeclined", "RuntimeError"]
+    assert values[1]["source"] == "__cause__"
+    assert [f["function"] for f in values[1]["frames"]] == [
+        "test_parse_traceback_of_real_exceptions", "checkout"]
+    site = '  File "/usr/lib/python3/site-packages/requests/api.py", line 5, in get\n    x()\n'
+    (parsed,) = parse_traceback("Traceback (most recent call last):\n" + site + "OSError: x")
+    (frame,) = parsed["frames"]
+    assert frame["in_app"] is False and frame["module"] == "requests.api"
+    assert parse_traceback("") == [] and parse_traceback("garbage") != []
+
+
+def test_breadcrumbs_are_the_trail_before_the_error(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.flask")
+    db = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    http = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.requests")
+    with pytest.raises(PaymentDeclined):
+        with tracer.start_as_current_span(
+            "POST /pay", kind=SpanKind.SERVER,
+            attributes={"http.method": "POST", "http.route": "/pay", "http.status_code": 500},
+        ) as root:
+            with db.start_as_current_span("SELECT shop", kind=SpanKind.CLIENT, attributes={
+                    "db.system": "postgresql", "db.statement": "SELECT id FROM orders"}):
+                pass
+            root.add_event("auth.login", {"method": "password"})
+            with http.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
+                    "http.method": "POST", "http.url": "https://psp.example/charge?key=s",
+                    "http.status_code": 402}):
+                pass
+            charge(7)
+    with db.start_as_current_span("not in this trace", kind=SpanKind.CLIENT,
+                                  attributes={"db.system": "postgresql",
+                                              "db.statement": "SELECT 2"}):
+        pass
+    (event,) = sentry_bridge.items("event")
+    assert validate_event(event, kind="event") == []
+    crumbs = event["breadcrumbs"]["values"]
+    assert [(c["category"], c["message"]) for c in crumbs] == [
+        ("query", "SELECT id FROM orders"),
+        ("event", "auth.login"),
+        ("httplib", "POST https://psp.example/charge"),
+    ]
+    assert crumbs[1]["data"] == {"method": "password"}
+    assert crumbs[2]["type"] == "http" and crumbs[2]["level"] == "warning"
+    assert crumbs[2]["data"]["http.response.status_code"] == 402
+    assert [c["timestamp"] for c in crumbs] == sorted(c["timestamp"] for c in crumbs)
+    assert all(c["timestamp"] <= event["timestamp"] for c in crumbs)
