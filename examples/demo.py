@@ -126,7 +126,7 @@ SCRIPT: list[tuple[str, str, Any, str]] = [
     ("GET", "/search?q=mug", None,
      "SELECT ... LIKE; the query string (q=mug) is not sent by default"),
     ("GET", "/fail", None,
-     "the view raises RuntimeError: 500 (a span status; error events are not sent yet)"),
+     "counts orders, then raises RuntimeError: 500 and an error event with breadcrumbs"),
 ]
 
 
@@ -303,15 +303,16 @@ def temporary_folder() -> Iterator[Path]:
 
 
 # ----------------------------------------------------------------------------- reading back
-def read_transactions(app: App) -> tuple[list[dict[str, Any]], int]:
-    """Transactions in one app's envelope folder, and the number of unreadable files."""
+def read_items(app: App, wanted: str) -> tuple[list[dict[str, Any]], int]:
+    """Items of one type (``transaction``, ``event``) in one app's envelope folder, and the
+    number of unreadable files."""
     found: list[dict[str, Any]] = []
     bad = 0
     if not app.envelope_dir.is_dir():
         return found, bad
     for path in console.envelope_files([app.envelope_dir]):
         try:
-            found.extend(p for kind, p in console.read_items(path) if kind == "transaction")
+            found.extend(p for kind, p in console.read_items(path) if kind == wanted)
         except (OSError, ValueError) as exc:
             bad += 1
             print(f"warning: cannot read {rel(path)}: {exc}", file=sys.stderr)
@@ -464,11 +465,13 @@ def run(args: argparse.Namespace) -> int:
                 kill(app)
 
     transactions: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     unreadable = 0
     for app in apps:
-        found, bad = read_transactions(app)
+        found, bad = read_items(app, "transaction")
         transactions.extend(found)
         unreadable += bad
+        errors.extend(read_items(app, "event")[0])
     if not transactions:
         raise DemoError(
             f"no transaction arrived: nothing in {rel(ENVELOPE_ROOT)}/<service>/.\n"
@@ -493,6 +496,11 @@ def run(args: argparse.Namespace) -> int:
                 print(link)
             print(console.render_transaction(event, width, color=color))
             print()
+        traces = {trace_id_of(event) for event in item.transactions}
+        for error in errors:
+            if trace_id_of(error) in traces:
+                print(console.render_error(error, width, color=color))
+                print()
     hidden = sum(len(events) for events in startup)
     if args.all and startup:
         print(rule)

@@ -176,6 +176,21 @@ def test_shop_and_inventory_one_trace(tmp_path: Path, semconv: str | None) -> No
 
         failed = one(named(txns, "GET /fail"), "GET /fail")
         assert_http_server_root(failed, "GET /fail", "internal_error", 500)
+        # The unhandled exception: exactly one error event, raised in the app's own view.
+        (error,) = receiver.events()
+        (value,) = error["exception"]["values"]
+        assert (value["type"], value["value"]) == ("RuntimeError", "boom"), error
+        assert value["mechanism"] == {"type": "auto.otel.flask", "handled": False}, error
+        top = [f for f in value["stacktrace"]["frames"] if f["in_app"]][-1]
+        assert (top["function"], top["filename"]) == ("fail", "app.py"), value
+        assert top["context_line"] == 'raise RuntimeError("boom")', top
+        assert not value["stacktrace"]["frames"][0]["in_app"], value  # flask's own frames
+        assert trace_of(error)["trace_id"] == trace_of(failed)["trace_id"], listing
+        assert trace_of(error)["span_id"] == trace_of(failed)["span_id"], listing
+        assert error["transaction"] == "GET /fail"
+        crumbs = error["breadcrumbs"]["values"]
+        assert [(c["category"], " ".join(c["message"].split())) for c in crumbs] == [
+            ("query", "SELECT count(*) AS count_1 FROM shop_orders")], crumbs
 
         missing = one([t for t in products if request_path(t) == "/products/999"], "/999")
         assert_http_server_root(missing, PRODUCT_TXN, "not_found", 404)

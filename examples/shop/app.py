@@ -216,6 +216,9 @@ def create_order() -> tuple[Response, int]:
 
 @app.get("/fail")
 def fail() -> Response:
+    """Fails after some work: the error event carries that work as breadcrumbs."""
+    with engine.connect() as conn:
+        conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar()
     raise RuntimeError("boom")
 
 
