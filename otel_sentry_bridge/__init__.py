@@ -7,6 +7,7 @@ In code::
     provider.add_span_processor(SentrySpanProcessor())
 """
 
+from .capture import capture_errors
 from .config import SETTINGS, BridgeConfig, load_config
 from .exporter import SentrySpanExporter
 from .processor import SentrySpanProcessor
@@ -19,6 +20,7 @@ __all__ = [
     "SentrySpanExporter",
     "SentrySpanProcessor",
     "__version__",
+    "capture_errors",
     "load_config",
     "redis_request_hook",
     "redis_response_hook",

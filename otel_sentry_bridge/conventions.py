@@ -161,3 +161,10 @@ def valid_release(text: str) -> bool:
 def valid_environment(text: str) -> bool:
     """Whether Relay accepts ``text`` (already stripped, non-empty) as an environment."""
     return 0 < len(text) <= 64 and text != "None" and _BAD_NAME_CHARS.search(text) is None
+
+
+#: Attributes of an ``exception`` span event written by ``capture_errors`` (docs/errors.md):
+#: business context under ``capture.<key>``, the capture point's name, Sentry's fingerprint.
+CAPTURE_PREFIX: Final = "capture."
+CAPTURE_NAME: Final = "capture.name"
+FINGERPRINT: Final = "sentry.fingerprint"

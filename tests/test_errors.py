@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 
 import pytest
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sentry_receiver import validate_event
 
+from otel_sentry_bridge import capture_errors
 from otel_sentry_bridge._mapping.errors import parse_traceback
 from otel_sentry_bridge.testing import BridgeCapture
 
@@ -139,3 +141,90 @@ def test_breadcrumbs_are_the_trail_before_the_error(sentry_bridge: BridgeCapture
     assert crumbs[2]["data"]["http.response.status_code"] == 402
     assert [c["timestamp"] for c in crumbs] == sorted(c["timestamp"] for c in crumbs)
     assert all(c["timestamp"] <= event["timestamp"] for c in crumbs)
+
+
+# ------------------------------------------------------------------ capture points
+class OutOfStock(Exception):
+    pass
+
+
+@capture_errors("inventory.reserve", fingerprint=["inventory", "out-of-stock"], step="reserve")
+def reserve(product_id: int, quantity: int) -> None:
+    raise OutOfStock(f"product {product_id}: {quantity} wanted")
+
+
+def test_capture_point_caught_by_caller_is_a_handled_event(
+    sentry_bridge: BridgeCapture,
+) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.flask")
+    with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes={
+            "http.method": "POST", "http.route": "/orders", "http.status_code": 409}):
+        try:
+            with capture_errors("checkout", order_id="o-7", amount=12.5, items=("a", "b")):
+                reserve(3, 2)
+        except OutOfStock:
+            pass  # the caller handles it: the event must still be sent, as handled
+    (event,) = sentry_bridge.items("event")
+    assert validate_event(event, kind="event") == []
+    (value,) = event["exception"]["values"]
+    assert value["type"] == "OutOfStock" and value["mechanism"]["handled"] is True
+    assert value["stacktrace"]["frames"][-1]["function"] == "reserve"
+    assert event["fingerprint"] == ["inventory", "out-of-stock"]
+    assert event["contexts"]["capture"] == {
+        "name": "inventory.reserve", "step": "reserve", "order_id": "o-7", "amount": 12.5,
+        "items": ["a", "b"]}
+    assert event["transaction"] == "POST /orders"
+
+
+def test_capture_point_unhandled_is_one_unhandled_event(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("opentelemetry.instrumentation.flask")
+    with pytest.raises(OutOfStock):
+        with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
+            reserve(3, 2)
+    (event,) = sentry_bridge.items("event")
+    (value,) = event["exception"]["values"]
+    assert value["mechanism"]["handled"] is False  # it escaped the request
+    assert event["contexts"]["capture"]["step"] == "reserve"  # the capture point's context
+    assert event["fingerprint"] == ["inventory", "out-of-stock"]
+
+
+def test_capture_errors_on_coroutines_and_without_a_span(sentry_bridge: BridgeCapture) -> None:
+    @capture_errors(attempt=1)
+    async def fetch() -> None:
+        raise TimeoutError("slow upstream")
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(fetch())  # no current span: nothing recorded, nothing raised by us
+    tracer = sentry_bridge.tracer_provider.get_tracer("app")
+
+    async def job() -> None:
+        with tracer.start_as_current_span("sync job"):
+            try:
+                await fetch()
+            except TimeoutError:
+                pass
+
+    asyncio.run(job())
+    (event,) = sentry_bridge.items("event")
+    assert event["contexts"]["capture"] == {"attempt": 1}
+    assert "fingerprint" not in event
+    with capture_errors():
+        pass  # nothing happens without an exception
+    with pytest.raises(KeyboardInterrupt):
+        with capture_errors():
+            raise KeyboardInterrupt  # not recorded, never swallowed
+
+
+def test_nested_capture_points_innermost_wins(sentry_bridge: BridgeCapture) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("order flow"):
+        try:
+            with capture_errors("flow", step="outer", flow="checkout"):
+                with tracer.start_as_current_span("payment"):
+                    with capture_errors("payment", step="inner"):
+                        charge(1)
+        except PaymentDeclined:
+            pass
+    (event,) = sentry_bridge.items("event")
+    assert event["contexts"]["capture"] == {"name": "payment", "step": "inner",
+                                            "flow": "checkout"}

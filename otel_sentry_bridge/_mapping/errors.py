@@ -18,9 +18,11 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from otel_sentry_bridge.conventions import CAPTURE_PREFIX, FINGERPRINT
+
 from .mapping_context import MappingContext
 from .scrub import scrub_text
-from .values import MAX_VALUE_CHARS, clean_attrs, seconds
+from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_attrs, clean_value, seconds
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]*)", line (?P<line>\d+)(?:, in (?P<func>.+))?\s*$')
 #: Python 3.11+ underlines the failing expression with a line of these characters.
@@ -139,6 +141,19 @@ def _values(attrs: Any, origin: str, handled: bool, send_pii: bool) -> list[dict
     return values
 
 
+def _merge_extras(into: dict[str, Any], attrs: Any) -> None:
+    """Business context and fingerprint of a ``capture_errors`` record (any duplicate's)."""
+    fingerprint = attrs.get(FINGERPRINT)
+    if not into.get("fingerprint") and isinstance(fingerprint, (list, tuple)):
+        parts = [p for p in (_text(v) for v in fingerprint[:20]) if p]
+        if parts:
+            into["fingerprint"] = [p[:MAX_TAG_CHARS] for p in parts]
+    for key, value in attrs.items():
+        if isinstance(key, str) and key.startswith(CAPTURE_PREFIX) and value is not None:
+            name = key[len(CAPTURE_PREFIX):] or "value"
+            into.setdefault("context", {}).setdefault(name, clean_value(value))
+
+
 def _escaped(attrs: Any) -> bool:
     escaped = attrs.get("exception.escaped")
     return escaped is True or (isinstance(escaped, str) and escaped.lower() == "true")
@@ -165,6 +180,7 @@ def error_events(
     closest to where it was raised).
     """
     found: dict[tuple[Any, ...], tuple[int, list[dict[str, Any]], dict[str, Any]]] = {}
+    records: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
     for span, mapped in recorded:
         status = span.status.status_code if span.status is not None else StatusCode.UNSET
         for event in span.events:
@@ -175,6 +191,7 @@ def error_events(
             values = _values(attrs, mapped["origin"], handled, ctx.send_pii)
             key = _dedupe_key(values)
             when = event.timestamp or 0
+            records.setdefault(key, []).append((when, attrs))
             previous = found.get(key)
             if previous is None:
                 found[key] = (when, values, mapped)
@@ -190,8 +207,16 @@ def error_events(
                 found[key] = (first_when, kept, first_span)
     trail = breadcrumb_trail(recorded, spans) if found else []
     out: list[dict[str, Any]] = []
-    for when, values, mapped in found.values():
+    for key, (when, values, mapped) in found.items():
         error = _event(when, values, mapped, transaction)
+        extra: dict[str, Any] = {}
+        # the record closest to the raise (the earliest) wins where two disagree
+        for _when, attrs in sorted(records.get(key, ()), key=lambda r: r[0]):
+            _merge_extras(extra, attrs)
+        if extra.get("fingerprint"):
+            error["fingerprint"] = extra["fingerprint"]
+        if extra.get("context"):
+            error["contexts"]["capture"] = extra["context"]
         moment = seconds(when) if when else None
         crumbs = [c for c in trail if moment is None or c["timestamp"] <= moment]
         if crumbs:
