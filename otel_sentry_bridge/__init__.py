@@ -7,6 +7,7 @@ In code::
     provider.add_span_processor(SentrySpanProcessor())
 """
 
+from .business import business_context, set_business_context
 from .capture import capture_errors
 from .config import SETTINGS, BridgeConfig, load_config
 from .exporter import SentrySpanExporter
@@ -20,8 +21,10 @@ __all__ = [
     "SentrySpanExporter",
     "SentrySpanProcessor",
     "__version__",
+    "business_context",
     "capture_errors",
     "load_config",
     "redis_request_hook",
     "redis_response_hook",
+    "set_business_context",
 ]

@@ -168,3 +168,6 @@ def valid_environment(text: str) -> bool:
 CAPTURE_PREFIX: Final = "capture."
 CAPTURE_NAME: Final = "capture.name"
 FINGERPRINT: Final = "sentry.fingerprint"
+
+#: Attributes that are always tags (set by ``set_business_context``), and their tag names.
+BUSINESS_TAGS: Final = {"tenant.id": "tenant", "project.id": "project"}

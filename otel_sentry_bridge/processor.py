@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._internal_errors import handle_internal_errors, log_internal_error
+from .business import from_baggage
 from .pipeline import Pipeline, get_pipeline
 
 
@@ -41,6 +43,14 @@ class SentrySpanProcessor(SpanProcessor):
             return
         try:
             pipeline.on_start(span)
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                # A local root takes over the business context that came in as baggage.
+                entries = baggage.get_all(parent_context)
+                if entries:
+                    adopted = from_baggage(entries)
+                    own = span.attributes or {}
+                    span.set_attributes({k: v for k, v in adopted.items() if k not in own})
         except Exception as exc:
             log_internal_error("SentrySpanProcessor.on_start", exc)
 

@@ -6,7 +6,13 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from otel_sentry_bridge.conventions import Attr, Res, valid_environment, valid_release
+from otel_sentry_bridge.conventions import (
+    BUSINESS_TAGS,
+    Attr,
+    Res,
+    valid_environment,
+    valid_release,
+)
 
 from .mapping_context import MappingContext
 from .ops import http_method
@@ -128,8 +134,10 @@ def span_tags(data: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
             continue
         if key.startswith(prefix):
             name = tag_key(key[len(prefix):])
-        elif key in wanted:
+        elif key in wanted:  # named in SENTRY_BRIDGE_TAG_ATTRIBUTES: the tag keeps its name
             name = tag_key(key)
+        elif key in BUSINESS_TAGS:
+            name = BUSINESS_TAGS[key]
         else:
             continue
         text = tag_value(value)

@@ -1,0 +1,127 @@
+"""Business context: who and which tenant a trace is for, on every service it crosses.
+
+``set_business_context(user_id=..., roles=..., tenant=..., project=..., **tags)`` writes
+span attributes on the current span (the bridge maps them to Sentry's ``user`` and tags of
+the transaction and of its error events) and W3C baggage entries, which OpenTelemetry's
+``baggage`` propagator carries to downstream services; there ``SentrySpanProcessor`` copies
+them onto the local root span, so their transactions and errors carry the same user and tags.
+
+Only the OpenTelemetry API is used here (no I/O, no sentry-sdk).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import baggage, context, trace
+
+from ._mapping.values import MAX_TAG_CHARS, tag_key
+from .conventions import Attr
+
+logger = logging.getLogger("otel_sentry_bridge")
+
+TENANT = "tenant.id"
+PROJECT = "project.id"
+#: Baggage entries copied onto a service's local root spans (besides ``sentry.tag.*``).
+PROPAGATED = frozenset({Attr.USER_ID[0], Attr.USER_ROLES[1], TENANT, PROJECT})
+#: At most this many extra tags per call (tags beyond it are left out, with a warning).
+MAX_EXTRA_TAGS = 20
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning("otel-sentry-bridge: %s", message)
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join(text.split())  # no newlines or tabs in a tag or a baggage value
+    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
+
+
+def business_attributes(
+    *, user_id: Any = None, roles: Sequence[str] | str | None = None, tenant: Any = None,
+    project: Any = None, **tags: Any,
+) -> dict[str, str]:
+    """The span attributes (and baggage entries) for a business context; empty values skipped,
+    values cut to 200 characters, tag keys validated, at most 20 extra tags."""
+    out: dict[str, str] = {}
+    if user_id is not None and str(user_id).strip():
+        out[Attr.USER_ID[0]] = _text(user_id)
+    if roles:
+        joined = roles if isinstance(roles, str) else ",".join(str(r) for r in roles)
+        if joined.strip():
+            out[Attr.USER_ROLES[1]] = _text(joined)
+    if tenant is not None and str(tenant).strip():
+        out[TENANT] = _text(tenant)
+    if project is not None and str(project).strip():
+        out[PROJECT] = _text(project)
+    extra = 0
+    for key, value in tags.items():
+        name = tag_key(key)
+        if name is None:
+            _warn_once(f"key:{key}", f"business tag {key!r} left out: tag keys are letters, "
+                       "digits, '_', '.', ':' or '-', at most 200 characters")
+            continue
+        if value is None or not str(value).strip():
+            continue
+        if extra >= MAX_EXTRA_TAGS:
+            _warn_once("too-many", f"more than {MAX_EXTRA_TAGS} business tags: the rest are "
+                       "left out")
+            break
+        out[Attr.SENTRY_TAG_PREFIX + name] = _text(value)
+        extra += 1
+    return out
+
+
+def set_business_context(
+    *, user_id: Any = None, roles: Sequence[str] | str | None = None, tenant: Any = None,
+    project: Any = None, **tags: Any,
+) -> object:
+    """Set the business context on the current span and in the baggage of the current context.
+
+    Returns the token of the attached context (``opentelemetry.context.detach(token)`` ends
+    it; a framework's request context usually ends it with the request). Prefer the context
+    manager :func:`business_context` where a block is at hand.
+    """
+    attributes = business_attributes(user_id=user_id, roles=roles, tenant=tenant,
+                                     project=project, **tags)
+    span = trace.get_current_span()
+    if attributes and span.is_recording():
+        span.set_attributes(attributes)
+    ctx = context.get_current()
+    for key, value in attributes.items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    return context.attach(ctx)
+
+
+@contextmanager
+def business_context(
+    *, user_id: Any = None, roles: Sequence[str] | str | None = None, tenant: Any = None,
+    project: Any = None, **tags: Any,
+) -> Iterator[dict[str, str]]:
+    """:func:`set_business_context` for a block; yields the attributes it set."""
+    token = set_business_context(user_id=user_id, roles=roles, tenant=tenant,
+                                 project=project, **tags)
+    try:
+        yield business_attributes(user_id=user_id, roles=roles, tenant=tenant,
+                                  project=project, **tags)
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+
+
+def from_baggage(entries: Mapping[str, object]) -> dict[str, str]:
+    """The business attributes among baggage entries (what a local root span takes over)."""
+    return {
+        key: _text(value)
+        for key, value in entries.items()
+        if (key in PROPAGATED or key.startswith(Attr.SENTRY_TAG_PREFIX)) and value is not None
+        and tag_key(key[len(Attr.SENTRY_TAG_PREFIX):] if key.startswith(
+            Attr.SENTRY_TAG_PREFIX) else key) is not None
+    }
