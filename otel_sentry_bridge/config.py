@@ -99,6 +99,32 @@ parse_release = _checked(valid_release, RELEASE_RULE)
 parse_environment = _checked(valid_environment, ENVIRONMENT_RULE)
 
 
+def parse_status_codes(raw: str) -> tuple[tuple[int, int], ...]:
+    """``404,500-599`` -> ``((404, 404), (500, 599))``; codes 100..599."""
+    ranges: list[tuple[int, int]] = []
+    for part in parse_list(raw):
+        low, _, high = part.partition("-")
+        try:
+            lo, hi = int(low), int(high or low)
+        except ValueError:
+            raise BadValue("HTTP status codes and ranges, e.g. 404,500-599") from None
+        if not 100 <= lo <= hi <= 599:
+            raise BadValue("HTTP status codes and ranges between 100 and 599, e.g. 404,500-599")
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*[:.][A-Za-z_]\w*")
+
+
+def parse_import_path(raw: str) -> str | None:
+    """``package.module:function`` or ``package.module.function``."""
+    value = raw.strip()
+    if value and not _IMPORT_PATH.fullmatch(value):
+        raise BadValue("an import path such as myapp.sentry:before_send")
+    return value or None
+
+
 _DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)$")
 
 
@@ -203,6 +229,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_prefixes", "SENTRY_BRIDGE_CACHE_PREFIXES", "comma list", (),
             "Only redis keys with one of these prefixes count as cache operations (empty: all).",
             parse_list),
+    Setting("ignore_errors", "SENTRY_BRIDGE_IGNORE_ERRORS", "comma list", (),
+            "Exception types whose error events are not sent (`ValueError` or "
+            "`requests.exceptions.ConnectTimeout`; counted as `event_processor`).", parse_list),
+    Setting("ignore_transactions", "SENTRY_BRIDGE_IGNORE_TRANSACTIONS", "comma list", (),
+            "Transaction names not sent, as patterns (`GET /health*`; counted as "
+            "`event_processor`).", parse_list),
+    Setting("ignore_status_codes", "SENTRY_BRIDGE_IGNORE_STATUS_CODES", "codes", (),
+            "HTTP server transactions with these response codes are not sent (`404,500-599`).",
+            parse_status_codes),
+    Setting("before_send", "SENTRY_BRIDGE_BEFORE_SEND", "import path", None,
+            "`hook(event, hint)` called with each error event; returns it (changed or not) or "
+            "None to drop it (counted as `before_send`). A hook that raises is ignored.",
+            parse_import_path),
+    Setting("before_send_transaction", "SENTRY_BRIDGE_BEFORE_SEND_TRANSACTION", "import path",
+            None, "The same for transactions.", parse_import_path),
     Setting("envelope_dir", "SENTRY_BRIDGE_ENVELOPE_DIR", "path", None,
             "Also write every envelope to this folder (one `.envelope` file each).", parse_str),
     Setting("compression_level", "SENTRY_BRIDGE_COMPRESSION_LEVEL", "int 0..9", 1,
@@ -240,6 +281,11 @@ class BridgeConfig:
     drop_connect_spans: bool = False
     redis_cache_spans: bool = True
     cache_prefixes: tuple[str, ...] = ()
+    ignore_errors: tuple[str, ...] = ()
+    ignore_transactions: tuple[str, ...] = ()
+    ignore_status_codes: tuple[tuple[int, int], ...] = ()
+    before_send: str | None = None
+    before_send_transaction: str | None = None
     envelope_dir: str | None = None
     compression_level: int = 1
     sender_threads: int = 4

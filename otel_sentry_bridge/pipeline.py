@@ -25,6 +25,7 @@ from ._internal_errors import handle_internal_errors, logger
 from ._mapping import MappingContext, SpanMapper, build_transaction
 from .buffer import TraceBuffer
 from .config import BridgeConfig, load_config
+from .filters import EventFilter
 from .reports import DropCounter
 from .transport import Transport
 from .version import __version__
@@ -48,6 +49,8 @@ class Pipeline:
         self.transport = Transport(cfg, self.drops, sink=sink)
         self.mapping = MappingContext.from_config(cfg, __version__)
         self.mapper = SpanMapper(self.mapping)
+        filters = EventFilter(cfg)
+        self.filters: EventFilter | None = filters if filters.active else None
         self.buffer = self._new_buffer()
         # Three intake deques, appended to by the application's threads without locks:
         # started spans, ended spans (processor) and exported spans (exporter, no starts).
@@ -227,9 +230,23 @@ class Pipeline:
         if mapped.dropped_spans:
             self.drops.record("buffer_overflow", "span", mapped.dropped_spans)
         started = time.monotonic()
+        filters = self.filters
         for error in mapped.errors:
-            self.transport.submit(error, "event", wait=self._submit_budget)
-        self.transport.submit(mapped.event, "transaction", wait=self._submit_budget)
+            kept: dict[str, Any] | None = error
+            if filters is not None:
+                kept, reason = filters.error(error)
+            if kept is None:
+                self.drops.record(reason, "error", 1)
+            else:
+                self.transport.submit(kept, "event", wait=self._submit_budget)
+        event: dict[str, Any] | None = mapped.event
+        if filters is not None:
+            event, reason = filters.transaction(mapped.event)
+            if event is None:
+                self.drops.record(reason, "transaction", 1)
+                self.drops.record(reason, "span", len(mapped.event.get("spans", ())) + 1)
+        if event is not None:
+            self.transport.submit(event, "transaction", wait=self._submit_budget)
         self._submit_budget = max(0.0, self._submit_budget - (time.monotonic() - started))
 
     # ------------------------------------------------------------ lifecycle
