@@ -8,6 +8,7 @@ links errors captured by a ``sentry_sdk.init()`` client to the active OTel span.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import signal
@@ -22,6 +23,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggr
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._internal_errors import handle_internal_errors, logger
+from .logs import SentryLogHandler
 from .pipeline import get_pipeline
 from .processor import SentrySpanProcessor
 from .redis_hooks import reinstrument_redis
@@ -120,3 +122,16 @@ def post_instrument() -> None:
         if cfg.redis_cache_spans:
             with handle_internal_errors("post_instrument.redis"):
                 reinstrument_redis()
+        if cfg.logs:
+            with handle_internal_errors("post_instrument.logs"):
+                install_log_handler(cfg.log_level)
+
+
+def install_log_handler(level: int) -> bool:
+    """Add one :class:`SentryLogHandler` to the root logger (never two). The loggers' own
+    levels are left alone: a record they filter out reaches no handler, ours included."""
+    root = logging.getLogger()
+    if any(isinstance(h, SentryLogHandler) for h in root.handlers):
+        return False
+    root.addHandler(SentryLogHandler(level))
+    return True

@@ -125,6 +125,19 @@ def parse_import_path(raw: str) -> str | None:
     return value or None
 
 
+_LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+
+
+def parse_log_level(raw: str) -> int:
+    """A ``logging`` level name (``info``) or number."""
+    value = raw.strip().lower()
+    if value in _LOG_LEVELS:
+        return _LOG_LEVELS[value]
+    if value.isdigit() and 0 <= int(value) <= 50:
+        return int(value)
+    raise BadValue("debug, info, warning, error or critical")
+
+
 _DSN_PATH = re.compile(r"^(?P<path>.*/)?(?P<project>\d+)$")
 
 
@@ -244,6 +257,12 @@ SETTINGS: tuple[Setting, ...] = (
             parse_import_path),
     Setting("before_send_transaction", "SENTRY_BRIDGE_BEFORE_SEND_TRANSACTION", "import path",
             None, "The same for transactions.", parse_import_path),
+    Setting("logs", "SENTRY_BRIDGE_LOGS", "bool", False,
+            "Send Python `logging` records as Sentry logs (a handler on the root logger, "
+            "added by `opentelemetry-instrument`).", parse_bool),
+    Setting("log_level", "SENTRY_BRIDGE_LOG_LEVEL", "level", 20,
+            "Lowest level of the records sent as logs (`debug`, `info`, `warning`, `error`).",
+            parse_log_level),
     Setting("envelope_dir", "SENTRY_BRIDGE_ENVELOPE_DIR", "path", None,
             "Also write every envelope to this folder (one `.envelope` file each).", parse_str),
     Setting("compression_level", "SENTRY_BRIDGE_COMPRESSION_LEVEL", "int 0..9", 1,
@@ -286,6 +305,8 @@ class BridgeConfig:
     ignore_status_codes: tuple[tuple[int, int], ...] = ()
     before_send: str | None = None
     before_send_transaction: str | None = None
+    logs: bool = False
+    log_level: int = 20
     envelope_dir: str | None = None
     compression_level: int = 1
     sender_threads: int = 4

@@ -90,6 +90,25 @@ def build_envelope(
     return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
 
 
+#: Content types of the ``{"version": 2, "items": [...]}`` container items.
+BATCH_CONTENT_TYPES = {"log": "application/vnd.sentry.items.log+json",
+                       "trace_metric": "application/vnd.sentry.items.trace-metric+json"}
+
+
+def build_batch_envelope(item_type: str, entries: list[dict[str, Any]], dsn: str | None) -> bytes:
+    """One container item (``log``, ``trace_metric``) holding ``entries``."""
+    headers: dict[str, Any] = {
+        "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "sdk": _SDK_INFO,
+    }
+    if dsn:
+        headers["dsn"] = dsn
+    payload = _dumps({"version": 2, "items": entries})
+    item = {"type": item_type, "item_count": len(entries),
+            "content_type": BATCH_CONTENT_TYPES[item_type], "length": len(payload)}
+    return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
+
+
 def build_client_report(entries: list[dict[str, object]], dsn: str | None) -> bytes:
     """A client-report envelope."""
     payload = _dumps({"timestamp": round(time.time(), 3), "discarded_events": entries})

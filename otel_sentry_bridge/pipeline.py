@@ -17,12 +17,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 
 from ._internal_errors import handle_internal_errors, logger
 from ._mapping import MappingContext, SpanMapper, build_transaction
+from ._mapping.logs import otel_log_entry, python_log_entry
 from .buffer import TraceBuffer
 from .config import BridgeConfig, load_config
 from .filters import EventFilter
@@ -36,6 +38,11 @@ SUBMIT_BUDGET = 2.0
 DRAIN_BATCH = 8192
 #: While Sentry is unreachable the intake holds at most max_buffered_spans / this.
 OUTAGE_INTAKE_DIVISOR = 10
+#: Log items: at most this many waiting (more are dropped and counted), at most LOG_BATCH per
+#: envelope, sent when a batch is full or the oldest has waited LOG_INTERVAL seconds.
+LOG_QUEUE_CAP = 1_000
+LOG_BATCH = 100
+LOG_INTERVAL = 1.0
 #: How long shutdown waits for the worker's batch to finish before counting what is left.
 SHUTDOWN_DRAIN_WAIT = 0.5
 
@@ -57,6 +64,12 @@ class Pipeline:
         self.starts: deque[ReadableSpan] = deque()
         self.queue: deque[ReadableSpan] = deque()
         self.exported: deque[ReadableSpan] = deque()
+        self.logs: deque[tuple[Any, ...]] = deque()
+        #: SentryLogExporter instances feeding this pipeline (for the exit hook)
+        self.log_exporters = 0
+        self._logs_since = 0.0
+        #: trace id of log records made outside any span (one per process, as a scope's)
+        self.log_trace_id = int.from_bytes(os.urandom(16), "big") or 1
         self.queue_cap = self.full_cap = cfg.max_buffered_spans
         self.starts_seen = False
         self.processors = 0
@@ -127,6 +140,41 @@ class Pipeline:
                 # the worker must not wait for this span (nor send its transaction if a root)
                 self.buffer.note_dropped_end(span_id, time.monotonic())
 
+    def on_log(self, item: tuple[Any, ...]) -> None:
+        """Hot path: a log record for the worker (``("python", record, body, trace, span)``
+        or ``("otel", log_record)``)."""
+        logs = self.logs
+        if len(logs) >= LOG_QUEUE_CAP or self._stopped:
+            self.drops.record("queue_overflow", "log_item", 1)
+            return
+        if not logs:
+            self._logs_since = time.monotonic()
+        logs.append(item)
+        if self._worker is None:
+            self._start_worker()
+        elif len(logs) >= LOG_BATCH and not self._wake.is_set():
+            self._wake.set()
+
+    def _send_logs(self, now: float, force: bool) -> None:
+        logs = self.logs
+        if not force and len(logs) < LOG_BATCH and now - self._logs_since < LOG_INTERVAL:
+            return
+        ctx = self.mapping
+        while logs:
+            batch: list[dict[str, Any]] = []
+            while logs and len(batch) < LOG_BATCH:
+                item = logs.popleft()
+                with handle_internal_errors("pipeline.log"):
+                    if item[0] == "python":
+                        _, record, body, trace_id, span_id = item
+                        batch.append(python_log_entry(
+                            record, body, trace_id or self.log_trace_id, span_id, ctx))
+                    else:
+                        batch.append(otel_log_entry(item[1], ctx, self.log_trace_id, time.time()))
+            if batch:
+                self.transport.submit_batch("log", batch, "log_item")
+        self._logs_since = now
+
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
         exported = self.exported
@@ -189,6 +237,8 @@ class Pipeline:
                     with handle_internal_errors("pipeline.map"):
                         self._send(root, children)
                 sent += len(ready)
+                if self.logs:
+                    self._send_logs(now, force)
                 if not force or not (self.queue or self.exported) or not drained:
                     return sent
                 if deadline is not None and time.monotonic() >= deadline:
@@ -282,6 +332,9 @@ class Pipeline:
             self.starts.clear()
             self.queue.clear()
             self.exported.clear()
+            if self.logs:
+                self.drops.record("queue_overflow", "log_item", len(self.logs))
+                self.logs.clear()
             self.drops.record("queue_overflow", "span", spans)
             self.drops.record("queue_overflow", "transaction", transactions)
         self.transport.close(0.0)
@@ -294,6 +347,7 @@ class Pipeline:
         self.starts = deque()
         self.queue = deque()
         self.exported = deque()
+        self.logs = deque()
         self.buffer = self._new_buffer()
         self.lost_starts = set()
         self.buffer.lost_starts = self.lost_starts
@@ -355,6 +409,14 @@ def _register(pipeline: Pipeline) -> None:
     def at_exit() -> None:
         live = ref()
         if live is not None:
+            if live.log_exporters:
+                # OpenTelemetry's logger provider may stop after us (exit hooks run last
+                # registered first): have it hand over what its batch processor holds now.
+                with handle_internal_errors("pipeline.exit_logs"):
+                    provider = get_logger_provider()
+                    flush = getattr(provider, "force_flush", None)
+                    if flush is not None:
+                        flush(int(live.cfg.shutdown_timeout * 500))
             live.shutdown()
 
     def after_fork() -> None:

@@ -34,6 +34,7 @@ from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
 from .envelopes import (
     Outgoing,
+    build_batch_envelope,
     build_client_report,
     build_envelope,
 )
@@ -156,6 +157,19 @@ class Transport:
                                    spans, compressed=True), wait=wait)
         else:
             self._enqueue(Outgoing(body, category, 1, spans), wait=wait)
+
+    def submit_batch(self, item_type: str, entries: list[dict[str, Any]], category: str) -> None:
+        """Queue one container envelope (logs: category ``log_item``); never waits."""
+        if self._limited(category):
+            self.drops.record("ratelimit_backoff", category, len(entries))
+            return
+        body = build_batch_envelope(item_type, entries, self._dsn_str)
+        if self._compress_early:
+            item = Outgoing(gzip_body(body, self.cfg.compression_level), category, len(entries),
+                            0, compressed=True)
+        else:
+            item = Outgoing(body, category, len(entries), 0)
+        self._enqueue(item)
 
     def _full(self, size: int) -> bool:
         return (
