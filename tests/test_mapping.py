@@ -460,3 +460,31 @@ def test_mapping_is_deterministic() -> None:
     second = build_transaction(root, children, CTX)
     assert first is not None and second is not None
     assert first.event == second.event
+
+
+class _NoStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_values_whose_str_raises_never_break_the_mapping() -> None:
+    """Found by tests/test_fuzz.py: only hand-made spans can carry such objects."""
+    import time as _time
+
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext
+    from sentry_receiver import validate_event
+
+    from otel_sentry_bridge._mapping import build_transaction
+
+    now = _time.time_ns()
+    bad = _NoStr()
+    root = ReadableSpan(
+        name="GET", context=SpanContext(1, 2, is_remote=False), kind=SpanKind.SERVER,
+        attributes={"http.method": bad, "http.route": bad, "enduser.role": [bad],
+                    "db.system": "redis", "sentry_bridge.redis.keys": (bad,),
+                    "user.id": bad},
+        start_time=now - 1000, end_time=now)
+    mapped = build_transaction(root, [], MappingContext())
+    assert mapped is not None
+    assert validate_event(mapped.event) == []

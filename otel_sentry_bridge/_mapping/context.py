@@ -23,6 +23,7 @@ from .values import (
     first_int,
     first_str,
     pick_str,
+    safe_str,
     tag_key,
     tag_value,
 )
@@ -97,7 +98,7 @@ def span_user(attrs: Attrs, ctx: MappingContext) -> dict[str, Any]:
     if isinstance(roles, str) and roles:
         user["roles"] = [r.strip() for r in roles.split(",") if r.strip()]
     elif isinstance(roles, (list, tuple)) and roles:
-        user["roles"] = [str(r) for r in roles]
+        user["roles"] = [safe_str(r) for r in roles]
     if ctx.send_pii:
         ip = ip_address(first_str(attrs, Attr.CLIENT_ADDRESS))
         if ip:

@@ -22,7 +22,7 @@ from otel_sentry_bridge.conventions import CAPTURE_PREFIX, FINGERPRINT
 
 from .mapping_context import MappingContext
 from .scrub import scrub_text
-from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_attrs, clean_value, seconds
+from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_attrs, clean_value, safe_str, seconds
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]*)", line (?P<line>\d+)(?:, in (?P<func>.+))?\s*$')
 #: Python 3.11+ underlines the failing expression with a line of these characters.
@@ -106,13 +106,7 @@ def _type_and_module(qualified: str) -> tuple[str, str]:
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    if type(value) is str:
-        text = value
-    else:
-        try:
-            text = str(value)
-        except Exception:
-            text = f"<unrepresentable {type(value).__name__}>"
+    text = value if type(value) is str else safe_str(value)
     return text.strip() or None
 
 

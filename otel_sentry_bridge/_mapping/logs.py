@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .mapping_context import MappingContext
-from .values import INT_MAX, INT_MIN, MAX_VALUE_CHARS, hex_span, hex_trace
+from .values import INT_MAX, INT_MIN, MAX_VALUE_CHARS, hex_span, hex_trace, safe_str
 
 #: OpenTelemetry severity number ranges -> Sentry log levels (sentry-sdk's OTEL_RANGES).
 _LEVELS = ((4, "trace"), (8, "debug"), (12, "info"), (16, "warn"), (20, "error"), (24, "fatal"))
@@ -56,13 +56,7 @@ def typed(value: Any) -> dict[str, Any]:
         isinstance(value[0], (str, bool, int, float))
     ):
         return {"value": [typed(v)["value"] for v in value], "type": "array"}
-    if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = str(value)
-        except Exception:
-            text = f"<unrepresentable {type(value).__name__}>"
+    text = value if isinstance(value, str) else safe_str(value)
     return {"value": text[:MAX_VALUE_CHARS], "type": "string"}
 
 
@@ -123,7 +117,7 @@ def otel_log_entry(
     severity = getattr(record.severity_number, "value", None)
     level = level_of(severity if isinstance(severity, int) else None)
     attributes: dict[str, Any] = {
-        str(k): typed(v) for k, v in list((record.attributes or {}).items())[:100]
+        safe_str(k): typed(v) for k, v in list((record.attributes or {}).items())[:100]
     }
     if isinstance(severity, int):
         attributes["sentry.severity_number"] = typed(severity)

@@ -22,7 +22,7 @@ from .context import span_tags, span_user
 from .mapping_context import MappingContext
 from .scrub import scrub_text, scrubbed_data
 from .status import VALID_STATUS, derive_status
-from .values import concept_view, first_str, hex_span, hex_trace, seconds
+from .values import concept_view, first_str, hex_span, hex_trace, safe_str, seconds
 
 SentrySpan = dict[str, Any]
 
@@ -120,7 +120,7 @@ def make_template(
         op, description = (Op.HTTP_CLIENT, client) if client else (Op.HTTP, name or method)
     elif system is not None and system.lower() in ("redis", "memcached"):
         keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
-        key_list = [str(k) for k in keys] if isinstance(keys, (list, tuple)) else None
+        key_list = [safe_str(k) for k in keys] if isinstance(keys, (list, tuple)) else None
         op, description = ops.key_value_store(name, attrs, data, system.lower(), key_list)
         command = data.get("db.operation")
         kv_command = command if isinstance(command, str) else None
@@ -256,7 +256,7 @@ def cache_parent(
     keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
     if not isinstance(command, str) or not isinstance(keys, (list, tuple)) or not keys:
         return None
-    key_list = [str(k) for k in keys]
+    key_list = [safe_str(k) for k in keys]
     if ctx.cache_prefixes and not all(k.startswith(ctx.cache_prefixes) for k in key_list):
         return None
     if command in REDIS_CACHE_GET:

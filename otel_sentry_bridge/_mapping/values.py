@@ -52,6 +52,14 @@ def concept_view(attrs: Attrs) -> dict[Any, Any]:
     return view
 
 
+def safe_str(value: Any) -> str:
+    """``str(value)``, never raising (an object whose ``__str__`` fails gets a placeholder)."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 def pick(attrs: Attrs, keys: Sequence[str]) -> Any:
     """First present key of a plain mapping (resources and other non-view mappings)."""
     for key in keys:
@@ -66,7 +74,7 @@ def pick_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
     value = pick(attrs, keys)
     if value is None:
         return None
-    text = (value if type(value) is str else str(value)).strip()
+    text = (value if type(value) is str else safe_str(value)).strip()
     return text or None
 
 
@@ -80,7 +88,7 @@ def first_str(view: Attrs, concept: tuple[str, ...]) -> str | None:
     value = view.get(concept)
     if value is None:
         return None
-    text = (value if type(value) is str else str(value)).strip()
+    text = (value if type(value) is str else safe_str(value)).strip()
     return text or None
 
 
@@ -117,7 +125,7 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean_value(v) for v in value[:1000]]
     if isinstance(value, Mapping):
-        return {str(k): clean_value(v) for k, v in list(value.items())[:1000]}
+        return {safe_str(k): clean_value(v) for k, v in list(value.items())[:1000]}
     try:
         text = str(value)
     except Exception:
@@ -148,9 +156,9 @@ def tag_value(value: Any) -> str | None:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, (list, tuple)):
-        text = ",".join(str(v) for v in value)
+        text = ",".join(safe_str(v) for v in value)
     else:
-        text = str(value)
+        text = safe_str(value)
     text = text.replace("\n", " ").strip()
     if not text:
         return None
