@@ -10,6 +10,7 @@ wrote to ``SENTRY_BRIDGE_ENVELOPE_DIR``::
 Decorations (bars, separators) are plain ASCII; control characters in span data are replaced,
 so nothing in a payload reaches the terminal as an escape sequence. Colours are added only when
 asked for (``color=True``); callers decide with :func:`use_color` (a TTY and no ``NO_COLOR``).
+:func:`render_error` lives in ``_console_errors.py``, the text helpers in ``_console_text.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,23 @@ import gzip
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+
+from ._console_errors import render_error
+from ._console_text import (
+    _BOLD,
+    _CYAN,
+    _OK_STATUSES,
+    _RED,
+    _mapping,
+    _one_line,
+    _paint,
+    _status_code,
+    _truncate,
+)
 
 __all__ = [
     "EnvelopeItem",
@@ -42,16 +55,6 @@ __all__ = [
 #: ``(envelope headers, item headers, payload bytes)``
 EnvelopeItem = tuple[dict[str, Any], dict[str, Any], bytes]
 
-_WHITESPACE = re.compile(r"\s+")
-_RESET = "\x1b[0m"
-_DIM = "\x1b[2m"
-_BOLD = "\x1b[1m"
-_RED = "\x1b[31m"
-_GREEN = "\x1b[32m"
-_YELLOW = "\x1b[33m"
-_CYAN = "\x1b[36m"
-#: Statuses that are not failures of the operation itself (Sentry's ``failure_rate`` rule).
-_OK_STATUSES = frozenset({"ok", "cancelled", "unknown"})
 _MIN_BAR = 10
 _MAX_BAR = 40
 
@@ -184,37 +187,6 @@ def format_ms(seconds: float) -> str:
     return f"{ms:.0f} ms"
 
 
-def _one_line(value: Any) -> str:
-    """One printable line: whitespace collapsed, control characters (escapes!) replaced."""
-    text = "" if value is None else str(value)
-    text = _WHITESPACE.sub(" ", text).strip()
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def _truncate(text: str, width: int) -> str:
-    if width <= 0:
-        return ""
-    if len(text) <= width:
-        return text
-    if width <= 3:
-        return text[:width]
-    return text[: width - 3] + "..."
-
-
-def _paint(text: str, code: str, color: bool) -> str:
-    return f"{code}{text}{_RESET}" if color and text else text
-
-
-def _status_code(status: str) -> str:
-    if status == "ok":
-        return _GREEN
-    if status in _OK_STATUSES:
-        return _YELLOW
-    return _RED
-
-
 def bar(start: float, end: float, t0: float, t1: float, width: int) -> str:
     """``[   ====      ]``: where ``start..end`` sits in ``t0..t1`` (``width`` inner chars)."""
     width = max(1, width)
@@ -280,10 +252,6 @@ def _span_tree(
 
 
 # ----------------------------------------------------------------------------- rendering
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def render_transaction(event: Mapping[str, Any], width: int = 100, *, color: bool = False) -> str:
     """A transaction as a readable waterfall.
 
@@ -360,65 +328,6 @@ def render_transaction(event: Mapping[str, Any], width: int = 100, *, color: boo
             + " " + _paint(bar(s_start, s_end, t0, t1, bar_w), _CYAN if ok else _RED, color),
         ))
         lines.append(row.rstrip())
-    return "\n".join(lines)
-
-
-def _top_frame(value: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The innermost in-app frame of an exception value (else the innermost frame)."""
-    frames = _mapping(value.get("stacktrace")).get("frames")
-    if not isinstance(frames, list):
-        return None
-    usable: list[Mapping[str, Any]] = [f for f in frames if isinstance(f, Mapping)]
-    in_app = [f for f in usable if f.get("in_app")]
-    pick = in_app or usable
-    return pick[-1] if pick else None
-
-
-def render_error(payload: Mapping[str, Any], width: int = 100, *, color: bool = False) -> str:
-    """An error event: exception, where it was raised (top in-app frame), its causes."""
-    values = _mapping(payload.get("exception")).get("values")
-    values = [v for v in values if isinstance(v, Mapping)] if isinstance(values, list) else []
-    trace = _mapping(_mapping(payload.get("contexts")).get("trace"))
-    if not values:
-        text = _one_line(payload.get("message")) or "(no message)"
-        return _paint(_truncate(f"error  {text}", width), _RED, color)
-    main = values[-1]
-    mechanism = _mapping(main.get("mechanism"))
-    how = "handled" if mechanism.get("handled") else "unhandled"
-    if mechanism.get("type"):
-        how += f", {_one_line(mechanism.get('type'))}"
-    trace_id = _one_line(trace.get("trace_id"))[:8]
-    head = (f"error  {_one_line(main.get('type'))}: {_one_line(main.get('value'))}  ({how})"
-            + (f"  trace {trace_id}" if trace_id else ""))
-    lines = [_paint(_truncate(head, width), _RED, color)]
-    for value, label in [(main, "at"), *[(v, "cause") for v in reversed(values[:-1])]]:
-        frame = _top_frame(value)
-        where = ""
-        if frame is not None:
-            where = (f" {_one_line(frame.get('filename'))}:{frame.get('lineno')} in "
-                     f"{_one_line(frame.get('function'))}")
-            if frame.get("context_line"):
-                where += f": {_one_line(frame.get('context_line'))}"
-        if label == "cause":
-            where = f" {_one_line(value.get('type'))}: {_one_line(value.get('value'))}" + (
-                f" ({where.strip()})" if where else "")
-        if where:
-            lines.append(_truncate(f"  {label}{where}", width))
-    crumbs = _mapping(payload.get("breadcrumbs")).get("values")
-    crumbs = [c for c in crumbs if isinstance(c, Mapping)] if isinstance(crumbs, list) else []
-    if crumbs:
-        shown = f"the last 5 of {len(crumbs)}" if len(crumbs) > 5 else str(len(crumbs))
-        lines.append(f"  breadcrumbs ({shown}, oldest first):")
-        lines.extend(
-            _truncate(f"    {_one_line(c.get('category'))}  {_one_line(c.get('message'))}", width)
-            for c in crumbs[-5:]
-        )
-    facts = [f"transaction {_one_line(payload.get('transaction'))}",
-             f"span {_one_line(trace.get('op'))} {_one_line(trace.get('span_id'))[:8]}"]
-    user = _mapping(payload.get("user"))
-    if user.get("id"):
-        facts.append(f"user {_one_line(user.get('id'))}")
-    lines.append(_truncate("  " + " | ".join(facts), width))
     return "\n".join(lines)
 
 

@@ -2,29 +2,29 @@
 
 The application's threads only append to a bounded deque (``on_start``/``on_end`` cost well
 under a microsecond each); one worker thread groups spans by local root, maps finished segments
-(pure mapping), and hands serialized envelopes to the transport's sender threads.
+(pure mapping), and hands serialized envelopes to the transport's sender threads. Log items
+wait in a :class:`~otel_sentry_bridge._log_queue.LogQueue`; exit and fork handling is
+registered by ``_process_hooks.py``.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry._logs import get_logger_provider
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 
 from ._internal_errors import handle_internal_errors, logger
+from ._log_queue import LOG_BATCH, LOG_INTERVAL, LogQueue
 from ._mapping import MappingContext, SpanMapper, build_transaction
-from ._mapping.logs import otel_log_entry, python_log_entry
+from ._process_hooks import register_process_hooks
 from .buffer import TraceBuffer
 from .config import BridgeConfig, load_config
 from .filters import EventFilter
@@ -32,17 +32,21 @@ from .reports import DropCounter
 from .transport import Transport
 from .version import __version__
 
+__all__ = [
+    "DRAIN_BATCH", "IDLE_WAIT", "LOG_BATCH", "LOG_INTERVAL", "LOG_QUEUE_CAP",
+    "OUTAGE_INTAKE_DIVISOR", "SHUTDOWN_DRAIN_WAIT", "SUBMIT_BUDGET", "Pipeline",
+    "create_pipeline", "get_pipeline", "reset_pipeline",
+]
+
 IDLE_WAIT = 0.05
 #: Longest total time one worker round may wait for room in a full send queue (seconds).
 SUBMIT_BUDGET = 2.0
 DRAIN_BATCH = 8192
 #: While Sentry is unreachable the intake holds at most max_buffered_spans / this.
 OUTAGE_INTAKE_DIVISOR = 10
-#: Log items: at most this many waiting (more are dropped and counted), at most LOG_BATCH per
-#: envelope, sent when a batch is full or the oldest has waited LOG_INTERVAL seconds.
+#: Log items: at most this many waiting (more are dropped and counted); read by ``on_log`` at
+#: each call. Batching (LOG_BATCH, LOG_INTERVAL, importable from here): see ``_log_queue.py``.
 LOG_QUEUE_CAP = 1_000
-LOG_BATCH = 100
-LOG_INTERVAL = 1.0
 #: How long shutdown waits for the worker's batch to finish before counting what is left.
 SHUTDOWN_DRAIN_WAIT = 0.5
 
@@ -64,12 +68,9 @@ class Pipeline:
         self.starts: deque[ReadableSpan] = deque()
         self.queue: deque[ReadableSpan] = deque()
         self.exported: deque[ReadableSpan] = deque()
-        self.logs: deque[tuple[Any, ...]] = deque()
+        self.logs = LogQueue()
         #: SentryLogExporter instances feeding this pipeline (for the exit hook)
         self.log_exporters = 0
-        self._logs_since = 0.0
-        #: trace id of log records made outside any span (one per process, as a scope's)
-        self.log_trace_id = int.from_bytes(os.urandom(16), "big") or 1
         self.queue_cap = self.full_cap = cfg.max_buffered_spans
         self.starts_seen = False
         self.processors = 0
@@ -144,36 +145,18 @@ class Pipeline:
         """Hot path: a log record for the worker (``("python", record, body, trace, span)``
         or ``("otel", log_record)``)."""
         logs = self.logs
-        if len(logs) >= LOG_QUEUE_CAP or self._stopped:
+        if self._stopped or not logs.add(item, LOG_QUEUE_CAP):
             self.drops.record("queue_overflow", "log_item", 1)
             return
-        if not logs:
-            self._logs_since = time.monotonic()
-        logs.append(item)
         if self._worker is None:
             self._start_worker()
         elif len(logs) >= LOG_BATCH and not self._wake.is_set():
             self._wake.set()
 
-    def _send_logs(self, now: float, force: bool) -> None:
-        logs = self.logs
-        if not force and len(logs) < LOG_BATCH and now - self._logs_since < LOG_INTERVAL:
-            return
-        ctx = self.mapping
-        while logs:
-            batch: list[dict[str, Any]] = []
-            while logs and len(batch) < LOG_BATCH:
-                item = logs.popleft()
-                with handle_internal_errors("pipeline.log"):
-                    if item[0] == "python":
-                        _, record, body, trace_id, span_id = item
-                        batch.append(python_log_entry(
-                            record, body, trace_id or self.log_trace_id, span_id, ctx))
-                    else:
-                        batch.append(otel_log_entry(item[1], ctx, self.log_trace_id, time.time()))
-            if batch:
-                self.transport.submit_batch("log", batch, "log_item")
-        self._logs_since = now
+    @property
+    def log_trace_id(self) -> int:
+        """Trace id of log records made outside any span (one per process, as a scope's)."""
+        return self.logs.trace_id
 
     def export(self, spans: Any) -> None:
         """Exporter path: finished spans without start events."""
@@ -238,7 +221,7 @@ class Pipeline:
                         self._send(root, children)
                 sent += len(ready)
                 if self.logs:
-                    self._send_logs(now, force)
+                    self.logs.send(now, force, self.mapping, self.transport)
                 if not force or not (self.queue or self.exported) or not drained:
                     return sent
                 if deadline is not None and time.monotonic() >= deadline:
@@ -347,7 +330,7 @@ class Pipeline:
         self.starts = deque()
         self.queue = deque()
         self.exported = deque()
-        self.logs = deque()
+        self.logs.reset_after_fork()
         self.buffer = self._new_buffer()
         self.lost_starts = set()
         self.buffer.lost_starts = self.lost_starts
@@ -399,42 +382,8 @@ def create_pipeline(cfg: BridgeConfig, sink: Callable[[bytes], None] | None = No
         else:
             logger.debug("otel-sentry-bridge: no SENTRY_DSN (nor Spotlight or an envelope "
                          "folder): spans are not sent")
-    _register(pipeline)
+    register_process_hooks(pipeline)
     return pipeline
-
-
-def _register(pipeline: Pipeline) -> None:
-    ref = weakref.ref(pipeline)
-
-    def at_exit() -> None:
-        live = ref()
-        if live is not None:
-            if live.log_exporters:
-                # OpenTelemetry's logger provider may stop after us (exit hooks run last
-                # registered first): have it hand over what its batch processor holds now.
-                with handle_internal_errors("pipeline.exit_logs"):
-                    provider = get_logger_provider()
-                    flush = getattr(provider, "force_flush", None)
-                    if flush is not None:
-                        flush(int(live.cfg.shutdown_timeout * 500))
-            live.shutdown()
-
-    def after_fork() -> None:
-        live = ref()
-        if live is not None:
-            live.reset_after_fork()
-
-    atexit.register(at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=after_fork)
-    # multiprocessing's fork children end with os._exit() (no atexit) but run its finalizers.
-    with handle_internal_errors("pipeline.multiprocessing"):
-        import multiprocessing.util as mp_util  # noqa: PLC0415 (only needed here)
-
-        def in_mp_child(live: Pipeline) -> None:
-            mp_util.Finalize(live, live.shutdown, exitpriority=10)
-
-        mp_util.register_after_fork(pipeline, in_mp_child)
 
 
 def reset_pipeline(pipeline: Pipeline | None = None) -> Pipeline | None:

@@ -7,17 +7,19 @@ with a 100-envelope queue and drops most of a burst, and its Spotlight client po
 synchronously. Here a bounded queue (count and bytes) feeds a few sender threads, each with one
 keep-alive connection; instrumentation is suppressed on them so our own requests are never
 traced. Every drop is counted and reported as a client report.
+
+Helpers that need no sentry-sdk import live beside it: rate-limit bookkeeping in
+``_rate_limits.py`` (given sentry-sdk's header parser from here), delivery to the sink,
+Spotlight and the envelope folder in ``_local_targets.py``, and the event processor of
+:func:`install_sentry_sdk_hooks` in ``_sdk_events.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import sentry_sdk
@@ -30,6 +32,9 @@ from sentry_sdk.utils import Auth, BadDsn, Dsn
 
 from ._http import HttpTarget, gzip_body
 from ._internal_errors import handle_internal_errors, logger
+from ._local_targets import LocalTargets
+from ._rate_limits import RateLimits
+from ._sdk_events import sdk_event_processor
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
 from .envelopes import (
@@ -91,19 +96,9 @@ class Transport:
             )
         else:
             self.sentry = None
-        self.spotlight = (
-            HttpTarget(cfg.spotlight, {"Content-Type": "application/x-sentry-envelope",
-                                    "User-Agent": USER_AGENT}, 0, cfg.http_timeout)
-            if cfg.spotlight else None
-        )
-        self.envelope_dir = cfg.envelope_dir
-        if self.envelope_dir:
-            try:
-                os.makedirs(self.envelope_dir, exist_ok=True)
-            except OSError as exc:
-                logger.warning("otel-sentry-bridge: cannot create envelope folder %s (%s)",
-                               self.envelope_dir, exc)
-                self.envelope_dir = None
+        self.local = LocalTargets(cfg, sink, USER_AGENT)
+        self.spotlight = self.local.spotlight
+        self.envelope_dir = self.local.envelope_dir
         self.max_queue_bytes = max(1 << 20, cfg.max_buffered_bytes // 4)
         self.max_queue_items = 100_000
         self._queue: deque[Outgoing] = deque()
@@ -113,12 +108,11 @@ class Transport:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
-        self._rate_limits: dict[str | None, float] = {}
+        self._rate_limits = RateLimits(_parse_rate_limits)
         self._last_report = time.monotonic()
         self._down_until = 0.0
         self._backoff = 0.0
         self._flushing = False
-        self._file_seq = 0
         self.sent_envelopes = 0
         self._compress_early = bool(
             self.sentry is not None and cfg.compression_level
@@ -146,7 +140,7 @@ class Transport:
         """
         category = "transaction" if item_type == "transaction" else "error"
         spans = len(event.get("spans", ())) + 1 if item_type == "transaction" else 0
-        if self._limited(category):
+        if self._rate_limits.limited(category):
             self.drops.record("ratelimit_backoff", category, 1)
             if spans:
                 self.drops.record("ratelimit_backoff", "span", spans)
@@ -160,7 +154,7 @@ class Transport:
 
     def submit_batch(self, item_type: str, entries: list[dict[str, Any]], category: str) -> None:
         """Queue one container envelope (logs: category ``log_item``); never waits."""
-        if self._limited(category):
+        if self._rate_limits.limited(category):
             self.drops.record("ratelimit_backoff", category, len(entries))
             return
         body = build_batch_envelope(item_type, entries, self._dsn_str)
@@ -263,19 +257,11 @@ class Transport:
                     self.maybe_send_client_report()
 
     def _deliver(self, item: Outgoing) -> None:
-        if self.sink is not None:
-            self.sink(item.body)
-        if self.envelope_dir:
-            self._write_file(item.body)
-        if self.spotlight is not None:
-            try:
-                self.spotlight.post(item.body)
-            except OSError as exc:
-                logger.debug("otel-sentry-bridge: Spotlight unreachable: %s", exc)
+        self.local.deliver(item.body)
         if self.sentry is None:
             self.sent_envelopes += 1
             return
-        if self._limited(item.category):
+        if self._rate_limits.limited(item.category):
             self._record_loss("ratelimit_backoff", item)
             return
         try:
@@ -300,7 +286,7 @@ class Transport:
             with self._cond:
                 self._backoff = 0.0
                 self._down_until = 0.0
-        self._update_rate_limits(status, headers)
+        self._rate_limits.update(status, headers)
         if status == 429:
             self._record_loss("ratelimit_backoff", item)
         elif status == 413:
@@ -309,40 +295,6 @@ class Transport:
             self._record_loss("network_error", item)
         else:
             self.sent_envelopes += 1
-
-    def _write_file(self, body: bytes) -> None:
-        assert self.envelope_dir is not None
-        with self._cond:
-            self._file_seq += 1
-            seq = self._file_seq
-        name = f"{time.time():.6f}-{os.getpid()}-{seq:06d}.envelope"
-        try:
-            with open(os.path.join(self.envelope_dir, name), "wb") as handle:
-                handle.write(body)
-        except OSError as exc:
-            logger.debug("otel-sentry-bridge: cannot write envelope file: %s", exc)
-
-    def _update_rate_limits(self, status: int, headers: dict[str, str]) -> None:
-        header = headers.get("x-sentry-rate-limits")
-        now = time.monotonic()
-        if header:
-            wall = datetime.now(timezone.utc)
-            for category, until in _parse_rate_limits(header, now=wall):
-                self._rate_limits[category] = now + (until - wall).total_seconds()
-        elif status == 429:
-            retry_after = headers.get("retry-after", "60")
-            try:
-                delay = float(retry_after)
-            except ValueError:
-                delay = 60.0
-            self._rate_limits[None] = now + delay
-
-    def _limited(self, category: str) -> bool:
-        if not self._rate_limits:
-            return False
-        now = time.monotonic()
-        until = max(self._rate_limits.get(None, 0.0), self._rate_limits.get(category, 0.0))
-        return until > now
 
     def maybe_send_client_report(self, force: bool = False, timeout: float | None = None) -> None:
         """Send pending drop counts (at most every 10 s unless ``force``)."""
@@ -354,15 +306,12 @@ class Transport:
         if not entries:
             return
         body = build_client_report(entries, self._dsn_str)
-        if self.sink is not None:
-            self.sink(body)
-        if self.envelope_dir:
-            self._write_file(body)
+        self.local.deliver(body, spotlight=False)
         if self.sentry is None:
             return
         try:
             status, headers = self.sentry.post(body, timeout=timeout)
-            self._update_rate_limits(status, headers)
+            self._rate_limits.update(status, headers)
             if not 200 <= status < 300:
                 self.drops.put_back(entries)
         except OSError:
@@ -425,9 +374,9 @@ class Transport:
         self._in_flight = 0
         self._pending = []
         self._threads = []
-        for target in (self.sentry, self.spotlight):
-            if target is not None:
-                target._local = threading.local()
+        if self.sentry is not None:
+            self.sentry._local = threading.local()
+        self.local.reset_after_fork()
 
 
 # --------------------------------------------------------------- sentry-sdk coexistence
@@ -441,30 +390,5 @@ def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] |
     if _SDK_HOOK_INSTALLED:
         return
     _SDK_HOOK_INSTALLED = True
-    def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-        del hint
-        with handle_internal_errors("sentry_sdk_event_processor"):
-            if event.get("type") == "transaction":
-                if not event.get("sdk", {}).get("name", "").startswith(SDK_NAME):
-                    logging.getLogger("otel_sentry_bridge").debug(
-                        "otel-sentry-bridge: dropping sentry-sdk's own transaction %r "
-                        "(the bridge reports this trace)", event.get("transaction"))
-                    return None
-                return event
-            trace = current_span_context()
-            if trace is not None:
-                contexts = event.setdefault("contexts", {})
-                linked = {**contexts.get("trace", {}), **trace}
-                dsc = linked.get("dynamic_sampling_context")
-                if isinstance(dsc, dict):
-                    # sentry-sdk turns this into the envelope's trace header: it must describe
-                    # the OTel trace, not sentry-sdk's own propagation context.
-                    linked["dynamic_sampling_context"] = {
-                        **{k: v for k, v in dsc.items()
-                           if k in ("public_key", "release", "environment", "org_id")},
-                        "trace_id": trace["trace_id"],
-                    }
-                contexts["trace"] = linked
-        return event
-
+    processor = sdk_event_processor(current_span_context)
     sentry_sdk.get_global_scope().add_event_processor(processor)  # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""Process exit and fork handling for a pipeline (registered by ``create_pipeline``)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from typing import TYPE_CHECKING
+
+from opentelemetry._logs import get_logger_provider
+
+from ._internal_errors import handle_internal_errors
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+def register_process_hooks(pipeline: Pipeline) -> None:
+    """Shut ``pipeline`` down at exit (and in multiprocessing's fork children, which skip
+    atexit); reset it in forked children. Holds it weakly."""
+    ref = weakref.ref(pipeline)
+
+    def at_exit() -> None:
+        live = ref()
+        if live is not None:
+            if live.log_exporters:
+                # OpenTelemetry's logger provider may stop after us (exit hooks run last
+                # registered first): have it hand over what its batch processor holds now.
+                with handle_internal_errors("pipeline.exit_logs"):
+                    provider = get_logger_provider()
+                    flush = getattr(provider, "force_flush", None)
+                    if flush is not None:
+                        flush(int(live.cfg.shutdown_timeout * 500))
+            live.shutdown()
+
+    def after_fork() -> None:
+        live = ref()
+        if live is not None:
+            live.reset_after_fork()
+
+    atexit.register(at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork)
+    # multiprocessing's fork children end with os._exit() (no atexit) but run its finalizers.
+    with handle_internal_errors("pipeline.multiprocessing"):
+        import multiprocessing.util as mp_util  # noqa: PLC0415 (only needed here)
+
+        def in_mp_child(live: Pipeline) -> None:
+            mp_util.Finalize(live, live.shutdown, exitpriority=10)
+
+        mp_util.register_after_fork(pipeline, in_mp_child)
