@@ -1,0 +1,105 @@
+"""OpenTelemetry metrics as Sentry trace metrics (OTEL_METRICS_EXPORTER=sentry_bridge)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from apps import opentelemetry_instrument
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from sentry_receiver import SentryReceiver
+
+from otel_sentry_bridge.metrics import SentryMetricExporter
+from otel_sentry_bridge.testing import BridgeCapture
+
+
+def metric_items(capture: BridgeCapture) -> list[dict]:
+    capture.flush()
+    out = []
+    for body in capture.raw:
+        lines = body.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if orjson.loads(header).get("type") == "trace_metric":
+                out.extend(orjson.loads(payload)["items"])
+    return out
+
+
+def test_instruments_become_trace_metrics() -> None:
+    capture = BridgeCapture(environment="staging")
+    reader = PeriodicExportingMetricReader(SentryMetricExporter(),
+                                           export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    try:
+        meter = provider.get_meter("shop")
+        hits = meter.create_counter("cache.hits", unit="1")
+        depth = meter.create_up_down_counter("queue.depth")
+        took = meter.create_histogram("checkout.duration", unit="ms")
+        meter.create_observable_gauge(
+            "pool.size", callbacks=[lambda options: [Observation(7, {"pool": "db"})]])
+        tracer = capture.tracer_provider.get_tracer("app")
+        with tracer.start_as_current_span("GET /products"):
+            hits.add(3, {"cache": "products"})
+            depth.add(5)
+            depth.add(-2)
+            for value in (12.0, 30.0, 18.0):
+                took.record(value, {"step": "pay"})
+        provider.force_flush()
+        hits.add(1, {"cache": "products"})
+        provider.force_flush()  # delta: the second export carries only the new hit
+        items = metric_items(capture)
+        by_name: dict[str, list[dict]] = {}
+        for item in items:
+            by_name.setdefault(item["name"], []).append(item)
+        assert [(i["type"], i["value"]) for i in by_name["cache.hits"]] == [
+            ("counter", 3.0), ("counter", 1.0)]
+        assert by_name["cache.hits"][0]["attributes"]["cache"] == {
+            "value": "products", "type": "string"}
+        assert by_name["cache.hits"][0]["unit"] == "none"
+        assert [(i["type"], i["value"]) for i in by_name["queue.depth"]] == [
+            ("gauge", 3.0), ("gauge", 3.0)]
+        assert by_name["pool.size"][0]["type"] == "gauge" and by_name["pool.size"][0]["value"] == 7
+        assert by_name["checkout.duration.count"][0]["value"] == 3.0
+        assert by_name["checkout.duration.sum"][0]["value"] == 60.0
+        assert by_name["checkout.duration.min"][0]["value"] == 12.0
+        assert by_name["checkout.duration.max"][0]["value"] == 30.0
+        assert by_name["checkout.duration.max"][0]["unit"] == "millisecond"
+        assert all(i["attributes"]["sentry.environment"]["value"] == "staging" for i in items)
+        # recorded inside a sampled span: the exemplar links the point to that trace
+        (txn,) = capture.transactions()
+        assert by_name["cache.hits"][0]["trace_id"] == txn["contexts"]["trace"]["trace_id"]
+    finally:
+        provider.shutdown()
+        capture.close()
+
+
+METRIC_APP = """\
+from opentelemetry import metrics, trace
+
+counter = metrics.get_meter("shop").create_counter("orders.created")
+with trace.get_tracer("shop").start_as_current_span("POST /orders"):
+    counter.add(2, {"region": "eu"})
+"""
+
+
+@pytest.mark.e2e
+def test_zero_code_metrics_exporter(tmp_path: Path) -> None:
+    script = tmp_path / "metric_app.py"
+    script.write_text(METRIC_APP)
+    with SentryReceiver() as receiver:
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+               "SENTRY_DSN": receiver.dsn(), "OTEL_METRICS_EXPORTER": "sentry_bridge",
+               "OTEL_LOGS_EXPORTER": "none", "_SENTRY_BRIDGE_RAISE_INTERNAL_ERRORS": "1"}
+        result = subprocess.run([str(opentelemetry_instrument()), sys.executable, str(script)],
+                                env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        receiver.wait_for(lambda r: bool(r.trace_metrics()), 10.0)
+        (item,) = receiver.trace_metrics()
+        assert (item["name"], item["type"], item["value"]) == ("orders.created", "counter", 2.0)
+        assert item["attributes"]["region"]["value"] == "eu"
+        receiver.assert_no_problems()
