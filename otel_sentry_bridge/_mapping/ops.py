@@ -177,7 +177,7 @@ def database(name: str, attrs: Attrs, data: dict[str, Any], system: str) -> tupl
         verb = operation.split(" ", 1)[0].upper()
         data["db.operation"] = verb
         data["db.operation.name"] = verb
-    return Op.DB, name or system
+    return Op.DB, name.strip() or system
 
 
 def _copy_peer(attrs: Attrs, data: dict[str, Any]) -> None:

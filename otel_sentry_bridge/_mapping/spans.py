@@ -137,7 +137,7 @@ def make_template(
 
     if op_override:
         op = op_override
-    description = first_str(attrs, Attr.SENTRY_DESCRIPTION) or description or op
+    description = first_str(attrs, Attr.SENTRY_DESCRIPTION) or description.strip() or op
     given_origin = first_str(attrs, Attr.SENTRY_ORIGIN)
     origin = (ops.clean_origin(given_origin) if given_origin else None) or _origins.get(scope_name)
     if origin is None:
