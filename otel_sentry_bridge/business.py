@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry import baggage, context, trace
 
-from ._mapping.values import MAX_TAG_CHARS, tag_key
+from ._mapping.values import tag_key, tag_value
 from .conventions import Attr
 
 logger = logging.getLogger("otel_sentry_bridge")
@@ -39,29 +39,20 @@ def _warn_once(key: str, message: str) -> None:
         logger.warning("otel-sentry-bridge: %s", message)
 
 
-def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    text = " ".join(text.split())  # no newlines or tabs in a tag or a baggage value
-    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
-
-
 def business_attributes(
     *, user_id: Any = None, roles: Sequence[str] | str | None = None, tenant: Any = None,
     project: Any = None, **tags: Any,
 ) -> dict[str, str]:
     """The span attributes (and baggage entries) for a business context; empty values skipped,
     values cut to 200 characters, tag keys validated, at most 20 extra tags."""
+    if roles is not None and not isinstance(roles, str):
+        roles = ",".join(str(r) for r in roles)
     out: dict[str, str] = {}
-    if user_id is not None and str(user_id).strip():
-        out[Attr.USER_ID[0]] = _text(user_id)
-    if roles:
-        joined = roles if isinstance(roles, str) else ",".join(str(r) for r in roles)
-        if joined.strip():
-            out[Attr.USER_ROLES[1]] = _text(joined)
-    if tenant is not None and str(tenant).strip():
-        out[TENANT] = _text(tenant)
-    if project is not None and str(project).strip():
-        out[PROJECT] = _text(project)
+    for key, value in ((Attr.USER_ID[0], user_id), (Attr.USER_ROLES[1], roles),
+                       (TENANT, tenant), (PROJECT, project)):
+        text = tag_value(value)  # None when empty; one line, at most 200 characters
+        if text is not None:
+            out[key] = text
     extra = 0
     for key, value in tags.items():
         name = tag_key(key)
@@ -69,13 +60,14 @@ def business_attributes(
             _warn_once(f"key:{key}", f"business tag {key!r} left out: tag keys are letters, "
                        "digits, '_', '.', ':' or '-', at most 200 characters")
             continue
-        if value is None or not str(value).strip():
+        text = tag_value(value)
+        if text is None:
             continue
         if extra >= MAX_EXTRA_TAGS:
             _warn_once("too-many", f"more than {MAX_EXTRA_TAGS} business tags: the rest are "
                        "left out")
             break
-        out[Attr.SENTRY_TAG_PREFIX + name] = _text(value)
+        out[Attr.SENTRY_TAG_PREFIX + name] = text
         extra += 1
     return out
 
@@ -118,10 +110,15 @@ def business_context(
 
 def from_baggage(entries: Mapping[str, object]) -> dict[str, str]:
     """The business attributes among baggage entries (what a local root span takes over)."""
-    return {
-        key: _text(value)
-        for key, value in entries.items()
-        if (key in PROPAGATED or key.startswith(Attr.SENTRY_TAG_PREFIX)) and value is not None
-        and tag_key(key[len(Attr.SENTRY_TAG_PREFIX):] if key.startswith(
-            Attr.SENTRY_TAG_PREFIX) else key) is not None
-    }
+    out: dict[str, str] = {}
+    prefix = Attr.SENTRY_TAG_PREFIX
+    for key, value in entries.items():
+        if key.startswith(prefix):
+            if tag_key(key[len(prefix):]) is None:
+                continue
+        elif key not in PROPAGATED:
+            continue
+        text = tag_value(value)
+        if text is not None:
+            out[key] = text
+    return out

@@ -8,7 +8,6 @@ counted since the last one (see ``_mapping/metrics.py`` for what is sent of each
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from opentelemetry.sdk.metrics import (
@@ -49,8 +48,6 @@ class SentryMetricExporter(MetricExporter):
     def __init__(self, **settings: Any) -> None:
         super().__init__(preferred_temporality=dict(_TEMPORALITY))  # a copy per exporter
         self._pipeline: Pipeline | None = None
-        #: trace id of points without an exemplar (one per exporter, as a scope's)
-        self._trace_id = int.from_bytes(os.urandom(16), "big") or 1
         with handle_internal_errors("SentryMetricExporter.__init__"):
             pipeline = get_pipeline(settings)
             self._pipeline = pipeline if pipeline.enabled else None
@@ -62,7 +59,8 @@ class SentryMetricExporter(MetricExporter):
         if pipeline is None:
             return MetricExportResult.SUCCESS
         with handle_internal_errors("SentryMetricExporter.export"):
-            entries = metric_entries(metrics_data, pipeline.mapping, self._trace_id)
+            entries = metric_entries(metrics_data, pipeline.mapping,
+                                     pipeline.fallback_trace_id)
             for start in range(0, len(entries), METRIC_BATCH):
                 pipeline.transport.submit_batch(
                     "trace_metric", entries[start:start + METRIC_BATCH], "trace_metric")

@@ -154,8 +154,9 @@ class Pipeline:
             self._wake.set()
 
     @property
-    def log_trace_id(self) -> int:
-        """Trace id of log records made outside any span (one per process, as a scope's)."""
+    def fallback_trace_id(self) -> int:
+        """Trace id of log records and metric points made outside any span (one per process,
+        as a scope's)."""
         return self.logs.trace_id
 
     def export(self, spans: Any) -> None:

@@ -146,11 +146,7 @@ class Transport:
                 self.drops.record("ratelimit_backoff", "span", spans)
             return
         body = build_envelope(event, item_type, self.public_key, self._dsn_str)
-        if self._compress_early:
-            self._enqueue(Outgoing(gzip_body(body, self.cfg.compression_level), category, 1,
-                                   spans, compressed=True), wait=wait)
-        else:
-            self._enqueue(Outgoing(body, category, 1, spans), wait=wait)
+        self._queue_body(body, category, 1, spans, wait)
 
     def submit_batch(self, item_type: str, entries: list[dict[str, Any]], category: str) -> None:
         """Queue one container envelope (logs: category ``log_item``); never waits."""
@@ -158,12 +154,15 @@ class Transport:
             self.drops.record("ratelimit_backoff", category, len(entries))
             return
         body = build_batch_envelope(item_type, entries, self._dsn_str)
+        self._queue_body(body, category, len(entries), 0, 0.0)
+
+    def _queue_body(
+        self, body: bytes, category: str, quantity: int, spans: int, wait: float
+    ) -> None:
         if self._compress_early:
-            item = Outgoing(gzip_body(body, self.cfg.compression_level), category, len(entries),
-                            0, compressed=True)
-        else:
-            item = Outgoing(body, category, len(entries), 0)
-        self._enqueue(item)
+            body = gzip_body(body, self.cfg.compression_level)
+        self._enqueue(Outgoing(body, category, quantity, spans,
+                               compressed=self._compress_early), wait=wait)
 
     def _full(self, size: int) -> bool:
         return (

@@ -22,7 +22,7 @@ from otel_sentry_bridge.conventions import CAPTURE_PREFIX, FINGERPRINT
 
 from .mapping_context import MappingContext
 from .scrub import scrub_text
-from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_attrs, clean_value, safe_str, seconds
+from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_attrs, clean_value, seconds, text_or_none
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]*)", line (?P<line>\d+)(?:, in (?P<func>.+))?\s*$')
 #: Python 3.11+ underlines the failing expression with a line of these characters.
@@ -103,16 +103,9 @@ def _type_and_module(qualified: str) -> tuple[str, str]:
     return (name or qualified), (module or "builtins")
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value if type(value) is str else safe_str(value)
-    return text.strip() or None
-
-
 def _values(attrs: Any, origin: str, handled: bool, send_pii: bool) -> list[dict[str, Any]]:
-    kind = _text(attrs.get("exception.type"))
-    message = _text(attrs.get("exception.message"))
+    kind = text_or_none(attrs.get("exception.type"))
+    message = text_or_none(attrs.get("exception.message"))
     stack = attrs.get("exception.stacktrace")
     parsed = parse_traceback(stack) if isinstance(stack, str) else []
     if not parsed:
@@ -139,7 +132,7 @@ def _merge_extras(into: dict[str, Any], attrs: Any) -> None:
     """Business context and fingerprint of a ``capture_errors`` record (any duplicate's)."""
     fingerprint = attrs.get(FINGERPRINT)
     if not into.get("fingerprint") and isinstance(fingerprint, (list, tuple)):
-        parts = [p for p in (_text(v) for v in fingerprint[:20]) if p]
+        parts = [p for p in (text_or_none(v) for v in fingerprint[:20]) if p]
         if parts:
             into["fingerprint"] = [p[:MAX_TAG_CHARS] for p in parts]
     for key, value in attrs.items():
@@ -276,7 +269,7 @@ def breadcrumb_trail(
                 "timestamp": seconds(event.timestamp),
                 "type": "default",
                 "category": "event",
-                "message": _text(event.name) or "event",
+                "message": text_or_none(event.name) or "event",
                 "level": "info",
             }
             if event.attributes:

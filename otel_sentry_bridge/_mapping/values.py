@@ -60,6 +60,14 @@ def safe_str(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
+def text_or_none(value: Any) -> str | None:
+    """``value`` as a stripped, non-empty string (``None`` for None or blank text)."""
+    if value is None:
+        return None
+    text = (value if type(value) is str else safe_str(value)).strip()
+    return text or None
+
+
 def pick(attrs: Attrs, keys: Sequence[str]) -> Any:
     """First present key of a plain mapping (resources and other non-view mappings)."""
     for key in keys:
@@ -71,11 +79,7 @@ def pick(attrs: Attrs, keys: Sequence[str]) -> Any:
 
 def pick_str(attrs: Attrs, keys: Sequence[str]) -> str | None:
     """Like :func:`pick`, as a non-empty string."""
-    value = pick(attrs, keys)
-    if value is None:
-        return None
-    text = (value if type(value) is str else safe_str(value)).strip()
-    return text or None
+    return text_or_none(pick(attrs, keys))
 
 
 def first(view: Attrs, concept: tuple[str, ...]) -> Any:
@@ -85,11 +89,7 @@ def first(view: Attrs, concept: tuple[str, ...]) -> Any:
 
 def first_str(view: Attrs, concept: tuple[str, ...]) -> str | None:
     """Like :func:`first`, as a non-empty string."""
-    value = view.get(concept)
-    if value is None:
-        return None
-    text = (value if type(value) is str else safe_str(value)).strip()
-    return text or None
+    return text_or_none(view.get(concept))
 
 
 def first_int(view: Attrs, concept: tuple[str, ...]) -> int | None:
