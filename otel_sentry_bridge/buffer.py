@@ -226,6 +226,11 @@ class TraceBuffer:
                     self.byte_count -= item.size
                     continue
                 child_id = child.context.span_id
+                if child_id == segment.root_id or child_id in segment.spans:
+                    # the same span delivered twice (once before its start was known): once
+                    self.span_count -= 1
+                    self.byte_count -= item.size
+                    continue
                 self.owner[child_id] = segment.root_id
                 segment.spans[child_id] = child
                 segment.size += item.size
@@ -319,14 +324,25 @@ class TraceBuffer:
                 gone = [w for w in items if now - w.since >= self.timeout]
                 self.span_count -= len(gone)
                 self.byte_count -= sum(w.size for w in gone)
-                self.on_drop("event_processor", "span", len(gone))
+                lost = 0
                 for item in gone:
                     context = item.span.context
-                    self._remember_sent(context.span_id, context.trace_id, now)
+                    if not self._has_copy(context.trace_id, context.span_id):
+                        lost += 1  # a second delivery of a span sent or buffered is not lost
+                        self._remember_sent(context.span_id, context.trace_id, now)
+                if lost:
+                    self.on_drop("event_processor", "span", lost)
             if keep:
                 self.waiting[parent_id] = keep
             else:
                 del self.waiting[parent_id]
+
+    def _has_copy(self, trace_id: int, span_id: int) -> bool:
+        """Whether this span was already sent or counted, or waits in a segment."""
+        if tombstone(trace_id, span_id) in self.sent:
+            return True
+        root_id = self.owner.get(span_id)
+        return root_id is not None and self.segments[root_id].trace_id == trace_id
 
     def _remember_sent(self, span_id: int, trace_id: int, now: float) -> None:
         self.sent[tombstone(trace_id, span_id)] = now + self.tombstone_ttl
