@@ -1,10 +1,17 @@
 """The event processor the bridge adds to sentry-sdk when the app also calls
-``sentry_sdk.init()`` (installed by ``transport.install_sentry_sdk_hooks``; no sentry-sdk
-import here)."""
+``sentry_sdk.init()`` (installed by ``_sdk_hooks.install_sentry_sdk_hooks``; no sentry-sdk
+import here).
+
+It also notes the exceptions sentry-sdk sends inside a trace (:data:`SENT_BY_SDK`): the
+pipeline sends no error event of its own for the same exception in that trace.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +19,59 @@ from ._internal_errors import handle_internal_errors
 from .conventions import SDK_NAME
 
 SdkEventProcessor = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
+
+#: Traces whose sentry-sdk errors are remembered (the oldest forgotten first), errors per trace,
+#: and characters of each message.
+SENT_TRACES = 1000
+SENT_PER_TRACE = 20
+SENT_MESSAGE = 1000
+
+
+class SentBySdk:
+    """``(type, message)`` of the exceptions sentry-sdk sent, by trace id (hex), bounded."""
+
+    def __init__(self, max_traces: int = SENT_TRACES) -> None:
+        self.max_traces = max_traces
+        self._traces: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, trace_id: str, kind: str, message: str) -> None:
+        """Note one exception sentry-sdk is sending in ``trace_id`` (application thread)."""
+        with self._lock:
+            sent = self._traces.get(trace_id)
+            if sent is None:
+                sent = self._traces[trace_id] = []
+                if len(self._traces) > self.max_traces:
+                    self._traces.popitem(last=False)
+            if len(sent) < SENT_PER_TRACE:
+                sent.append((kind, message[:SENT_MESSAGE]))
+
+    def get(self, trace_id: str) -> list[tuple[str, str]]:
+        """What sentry-sdk sent in ``trace_id`` (kept: one trace may map to several
+        transactions)."""
+        if not self._traces:
+            return []
+        with self._lock:
+            return list(self._traces.get(trace_id, ()))
+
+    def clear(self) -> None:
+        """Forget everything (and renew the lock: after a fork)."""
+        self._lock = threading.Lock()
+        self._traces = OrderedDict()
+
+
+SENT_BY_SDK = SentBySdk()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=SENT_BY_SDK.clear)
+
+
+def _note_sent(event: dict[str, Any], trace_id: str) -> None:
+    values = (event.get("exception") or {}).get("values")
+    if not isinstance(values, list) or not values or not isinstance(values[-1], dict):
+        return
+    kind, value = values[-1].get("type"), values[-1].get("value")
+    if isinstance(kind, str) and kind:
+        SENT_BY_SDK.add(trace_id, kind, value if isinstance(value, str) else "")
 
 
 def sdk_event_processor(
@@ -44,6 +104,7 @@ def sdk_event_processor(
                         "trace_id": trace["trace_id"],
                     }
                 contexts["trace"] = linked
+                _note_sent(event, trace["trace_id"])
         return event
 
     return processor

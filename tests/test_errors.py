@@ -50,7 +50,10 @@ def test_unhandled_exception_in_nested_spans_is_one_event(sentry_bridge: BridgeC
     assert main["mechanism"] == {"type": "auto.otel.flask", "handled": False}
     frames = main["stacktrace"]["frames"]
     assert frames[-1]["function"] == "checkout" and frames[-1]["in_app"] is True
-    assert frames[-1]["context_line"] == 'raise RuntimeError("checkout failed") from exc'
+    # from the live traceback: the line as written (indented), with the lines around it
+    assert frames[-1]["context_line"].strip() == 'raise RuntimeError("checkout failed") from exc'
+    assert frames[-1]["pre_context"][-1].strip() == "except PaymentDeclined as exc:"
+    assert frames[-1]["module"] == __name__
     assert cause["stacktrace"]["frames"][-1]["function"] == "charge"
     payment = next(s for s in txn["spans"] if s["description"] == "payment")
     assert event["contexts"]["trace"]["span_id"] == payment["span_id"]
