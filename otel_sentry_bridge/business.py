@@ -12,12 +12,13 @@ Only the OpenTelemetry API is used here (no I/O, no sentry-sdk).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import baggage, context, trace
 
+from ._mapping.rules import BAGGAGE_PREFIX
 from ._mapping.values import tag_key, tag_value
 from .conventions import Attr
 
@@ -108,9 +109,20 @@ def business_context(
         context.detach(token)  # type: ignore[arg-type]
 
 
-def from_baggage(entries: Mapping[str, object]) -> dict[str, str]:
-    """The business attributes among baggage entries (what a local root span takes over)."""
+def from_baggage(
+    entries: Mapping[str, object], wanted: Set[str] = frozenset()
+) -> dict[str, str]:
+    """The business attributes among baggage entries (what a local root span takes over).
+
+    ``wanted``: entries named by a ``baggage:`` rule (``SENTRY_BRIDGE_*_ATTRIBUTES``), taken
+    over as ``sentry_bridge.baggage.<entry>`` attributes (one line, at most 200 characters).
+    """
     out: dict[str, str] = {}
+    for name in wanted:
+        if name in entries:
+            text = tag_value(entries[name])
+            if text is not None:
+                out[BAGGAGE_PREFIX + name] = text
     prefix = Attr.SENTRY_TAG_PREFIX
     for key, value in entries.items():
         if key.startswith(prefix):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from .values import (
 )
 
 MAX_TAGS = 200
+_warned_tags: list[int] = []
 
 
 def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
@@ -147,13 +149,25 @@ def span_tags(data: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def merge_tags(parts: Iterable[tuple[tuple[str, str], ...]]) -> dict[str, str]:
-    """Event tags from per-span tags; the first part (the root) wins, at most 200 tags."""
+def merge_tags(
+    parts: Iterable[tuple[tuple[str, str], ...]], limit: int = MAX_TAGS
+) -> dict[str, str]:
+    """Event tags from per-span tags; the first part (the root) wins, at most ``limit`` tags
+    (``SENTRY_BRIDGE_MAX_TAGS``; the first time tags are left out, one warning is logged)."""
     tags: dict[str, str] = {}
+    dropped = 0
     for part in parts:
         for name, text in part:
-            if name not in tags and len(tags) < MAX_TAGS:
-                tags[name] = text
+            if name not in tags:
+                if len(tags) < limit:
+                    tags[name] = text
+                else:
+                    dropped += 1
+    if dropped and not _warned_tags:
+        _warned_tags.append(dropped)  # once per process: the mapping stays quiet otherwise
+        logging.getLogger("otel_sentry_bridge").warning(
+            "an event had %d tags more than SENTRY_BRIDGE_MAX_TAGS=%d: they were left out "
+            "(logged once)", dropped, limit)
     return tags
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from otel_sentry_bridge.config import BridgeConfig
+
+from .rules import NO_RULES, Rules, compile_rules, read_env
 
 
 @dataclass(frozen=True)
@@ -24,10 +29,27 @@ class MappingContext:
     own_host: str | None = None
     own_port: int | None = None
     sdk_version: str = "0"
+    #: Compiled user/tag/context rules (docs/business-context.md#rules).
+    rules: Rules = NO_RULES
+    #: ``SENTRY_BRIDGE_CONTEXT_ENV``: ``(name, value)`` read once, already filtered.
+    context_env: tuple[tuple[str, str], ...] = ()
+    max_tags: int = 200
 
     @classmethod
-    def from_config(cls, cfg: BridgeConfig, sdk_version: str) -> MappingContext:
-        """Derive the mapping context (including the DSN's host and port) from settings."""
+    def from_config(
+        cls, cfg: BridgeConfig, sdk_version: str, environ: Mapping[str, str] | None = None
+    ) -> MappingContext:
+        """Derive the mapping context (including the DSN's host and port) from settings.
+
+        Bad rule entries are logged (one warning per setting) and left out. The variables named
+        by ``context_env`` are read here, once (from ``environ``, by default ``os.environ``):
+        the mapping itself never reads the environment.
+        """
+        warn = logging.getLogger("otel_sentry_bridge").warning
+        rules, plain_tags = compile_rules(cfg.user_attributes, cfg.tag_attributes,
+                                          cfg.context_attributes, cfg.context_name, warn)
+        env = read_env(cfg.context_env, os.environ if environ is None else environ,
+                       cfg.send_default_pii) if cfg.context_env else ()
         host: str | None = None
         port: int | None = None
         if cfg.dsn:
@@ -39,7 +61,7 @@ class MappingContext:
                 host = None
         return cls(
             send_pii=cfg.send_default_pii,
-            tag_attributes=cfg.tag_attributes,
+            tag_attributes=plain_tags,
             max_spans=cfg.max_spans,
             drop_connect_spans=cfg.drop_connect_spans,
             redis_cache_spans=cfg.redis_cache_spans,
@@ -50,4 +72,7 @@ class MappingContext:
             own_host=host,
             own_port=port,
             sdk_version=sdk_version,
+            rules=rules,
+            context_env=env,
+            max_tags=cfg.max_tags,
         )
