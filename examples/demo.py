@@ -1,4 +1,4 @@
-"""``make demo``: two instrumented Flask services, a few requests, the resulting transactions.
+"""``make demo``: two instrumented Flask services, a few requests, what reaches Sentry.
 
 Needs nothing but this repository's virtualenv: no Sentry account, no Docker, no Redis. It
 
@@ -6,9 +6,14 @@ Needs nothing but this repository's virtualenv: no Sentry account, no Docker, no
    ``opentelemetry-instrument`` on free ports of 127.0.0.1, each on its own fresh SQLite file,
    with the bridge writing every envelope to ``.demo-envelopes/<service>/``;
 2. sends a handful of requests to the shop (which calls the inventory over HTTP);
-3. stops both with SIGTERM (the bridge flushes at exit);
+3. stops both with SIGTERM (at exit the bridge flushes, and OpenTelemetry exports metrics once
+   more);
 4. reads the envelope folders back and prints every transaction as a waterfall, grouped per
-   request. Start-up work (table creation, seeding, /health polling) is hidden unless ``--all``.
+   request. Start-up work (table creation, seeding, /health polling) is hidden unless ``--all``;
+5. lists the metric items (``trace_metric``) the apps' OpenTelemetry metrics became through
+   ``OTEL_METRICS_EXPORTER=sentry_bridge``: the shop's own (a cache hit/miss counter and a
+   queue-depth gauge) one by one, the instrumentations' (HTTP durations...) summed up unless
+   ``--all``.
 
 Your own ``SENTRY_DSN``, ``SENTRY_SPOTLIGHT``, ``SENTRY_ENVIRONMENT`` and ``SENTRY_RELEASE`` are
 passed on when set: the same envelopes then also go to Sentry and/or Spotlight.
@@ -29,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +62,7 @@ STARTUP_TIMEOUT = 60.0  # opentelemetry-instrument start-up can take seconds on 
 REQUEST_TIMEOUT = 15.0
 STOP_TIMEOUT = 20.0  # the bridge's flush at exit is bounded by 5 s (SENTRY_BRIDGE_SHUTDOWN_TIMEOUT)
 MATCH_SLACK = 0.05  # seconds of clock slack when matching transactions to the requests we sent
+METRIC_EXPORT_INTERVAL_MS = 1000
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The demo process itself is not instrumented; these requests never use a proxy.
@@ -119,10 +126,12 @@ class Sent:
 SCRIPT: list[tuple[str, str, Any, str]] = [
     ("GET", "/products", None, "one SELECT"),
     ("GET", "/products/1", None, "SELECT, then GET inventory /stock/1: one trace, two services"),
-    ("GET", "/products/1", None, "the same again; the demo runs without Redis, so no cache"),
+    ("GET", "/products/1", None,
+     "the same again: a cache hit (the shop's in-process cache; the demo has no Redis)"),
     ("GET", "/products/999", None, "unknown product: 404"),
     ("POST", "/orders", {"product_id": 1, "quantity": 2},
-     "SELECT + INSERT in one DB transaction, then POST inventory /reserve"),
+     "SELECT + INSERT in one DB transaction, then POST inventory /reserve; "
+     "set_measurement(\"order.items\", 2)"),
     ("GET", "/search?q=mug", None,
      "SELECT ... LIKE; the query string (q=mug) is not sent by default"),
     ("GET", "/fail", None,
@@ -189,8 +198,11 @@ def child_environment(app: App, inventory_url: str, db_dir: Path) -> dict[str, s
         # bridge is a span processor, not an exporter: "none" leaves it as the only destination.
         # (OTEL_PYTHON_DISTRO=sentry_bridge + OTEL_PYTHON_CONFIGURATOR=sentry_bridge also work.)
         "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
+        # Metrics go through the bridge's exporter (docs/metrics.md) as Sentry trace metrics,
+        # exported every second (default 60 s) and once more at exit.
+        "OTEL_METRICS_EXPORTER": "sentry_bridge",
+        "OTEL_METRIC_EXPORT_INTERVAL": str(METRIC_EXPORT_INTERVAL_MS),
         # An envelope folder counts as a destination: no SENTRY_DSN needed.
         "SENTRY_BRIDGE_ENVELOPE_DIR": str(app.envelope_dir),
         # Send a transaction 0.2 s after its root span ends (default 1 s).
@@ -200,6 +212,7 @@ def child_environment(app: App, inventory_url: str, db_dir: Path) -> dict[str, s
         env["SHOP_PORT"] = str(app.port)
         env["SHOP_DATABASE_URL"] = f"sqlite:///{db_dir / 'shop.db'}"
         env["SHOP_INVENTORY_URL"] = inventory_url
+        env["SHOP_MEMORY_CACHE"] = "1"  # no Redis here: cache products in the shop's process
     else:
         env["INVENTORY_PORT"] = str(app.port)
         env["INVENTORY_DATABASE_URL"] = f"sqlite:///{db_dir / 'inventory.db'}"
@@ -319,6 +332,59 @@ def read_items(app: App, wanted: str) -> tuple[list[dict[str, Any]], int]:
     return found, bad
 
 
+def read_metric_items(app: App) -> tuple[list[dict[str, Any]], int]:
+    """The entries of every ``trace_metric`` item in one app's envelope folder."""
+    payloads, bad = read_items(app, "trace_metric")
+    entries = [entry for payload in payloads
+               for entry in (payload.get("items") if isinstance(payload.get("items"), list)
+                             else [])
+               if isinstance(entry, dict)]
+    return entries, bad
+
+
+def own_metric(app_name: str, item: Mapping[str, Any]) -> bool:
+    """The app's own metrics are named after it (``shop.*``); the rest are instrumentations'."""
+    return str(item.get("name", "")).startswith(app_name + ".")
+
+
+def base_metric_name(item: Mapping[str, Any]) -> str:
+    """``http.server.duration`` for the ``.count``/``.sum``/``.min``/``.max`` of a histogram."""
+    name = str(item.get("name", ""))
+    attributes = item.get("attributes")
+    kind = attributes.get("otel.metric.kind") if isinstance(attributes, Mapping) else None
+    if isinstance(kind, Mapping) and kind.get("value") == "histogram":
+        return name.rsplit(".", 1)[0] + ".*"
+    return name
+
+
+def show_metrics(
+    metrics: list[tuple[str, dict[str, Any]]], notes: Mapping[str, str], width: int,
+    color: bool, show_all: bool,
+) -> None:
+    """The metric section: own items one by one, the instrumentations' summed up (or all)."""
+    rule = "-" * width
+    own = [(name, item) for name, item in metrics if own_metric(name, item)]
+    other = [(name, item) for name, item in metrics if not own_metric(name, item)]
+    print(rule)
+    print(f"Metrics: {len(metrics)} trace_metric items (OTEL_METRICS_EXPORTER=sentry_bridge, "
+          f"exported every {METRIC_EXPORT_INTERVAL_MS / 1000:g} s and at exit)")
+    print(rule)
+    print(textwrap.fill(
+        "service, name, type, value, attributes, and the trace the value was recorded in (when "
+        "OpenTelemetry kept an exemplar: counted inside a request; a gauge read by a callback "
+        "has none):", width))
+    shown = own + (other if show_all else [])
+    if shown:
+        print(console.render_metric_items([item for _, item in shown], width, color=color,
+                                          labels=[name for name, _ in shown], trace_notes=notes))
+    if other and not show_all:
+        names = sorted({base_metric_name(item) for _, item in other})
+        print(textwrap.fill(
+            f"+ {len(other)} items of the instrumentations' metrics, not listed (--all lists "
+            f"them): {', '.join(names)}", width, initial_indent="  ", subsequent_indent="    "))
+    print()
+
+
 def start_of(event: Mapping[str, Any]) -> float:
     value = console.timestamp(event.get("start_timestamp"))
     return value if value is not None else 0.0
@@ -402,7 +468,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run the shop + inventory example under opentelemetry-instrument and show "
                     "the Sentry transactions the bridge produced (no Sentry account needed).")
     parser.add_argument("--all", action="store_true",
-                        help="also show start-up transactions (schema, seeding, /health polls)")
+                        help="also show start-up transactions (schema, seeding, /health polls) "
+                             "and the instrumentations' metric items")
     parser.add_argument("--width", type=int, default=None,
                         help="output width (default: the terminal's, 80..140)")
     return parser.parse_args(argv)
@@ -457,7 +524,7 @@ def run(args: argparse.Namespace) -> int:
                 outcome = item.error or str(item.status)
                 took = console.format_ms(item.ended - item.started)
                 print(f"    {number}. {item.label:<{label_w}}  -> {outcome:<3} {took:>9}")
-            print("  stopping both apps with SIGTERM (the bridge flushes at exit)")
+            print("  stopping both apps with SIGTERM (at exit: spans flushed, last metric export)")
             for app in (shop, inventory):
                 stop(app, STOP_TIMEOUT)
         finally:
@@ -466,12 +533,14 @@ def run(args: argparse.Namespace) -> int:
 
     transactions: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    metrics: list[tuple[str, dict[str, Any]]] = []
     unreadable = 0
     for app in apps:
         found, bad = read_items(app, "transaction")
         transactions.extend(found)
         unreadable += bad
         errors.extend(read_items(app, "event")[0])
+        metrics.extend((app.name, item) for item in read_metric_items(app)[0])
     if not transactions:
         raise DemoError(
             f"no transaction arrived: nothing in {rel(ENVELOPE_ROOT)}/<service>/.\n"
@@ -511,7 +580,12 @@ def run(args: argparse.Namespace) -> int:
                 print(console.render_transaction(event, width, color=color))
                 print()
 
+    notes = {trace_id_of(event): f"request {item.number}"
+             for item in sent for event in item.transactions}
+    show_metrics(metrics, notes, width, color, args.all)
+
     missing = [item for item in sent if not item.transactions]
+    no_metrics = not any(own_metric(name, item) for name, item in metrics)
     shown = len(transactions) - hidden
     print(rule)
     print(f"{len(transactions)} transactions received: {shown} from the {len(sent)} requests"
@@ -522,11 +596,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  python -m otel_sentry_bridge show {rel(ENVELOPE_ROOT)}")
     if dsn:
         print(f"The same envelopes were also sent to Sentry ({shown_dsn(dsn)}).")
-    if unreadable or missing:
+    if unreadable or missing or no_metrics:
         names = ", ".join(f"{m.number}. {m.label}" for m in missing)
         raise DemoError(
             (f"{unreadable} envelope file(s) could not be read. " if unreadable else "")
             + (f"No transaction for request(s) {names}. " if missing else "")
+            + ("No metric item of the shop's own metrics arrived. " if no_metrics else "")
             + f"See {rel(inventory.log_path)} and {rel(shop.log_path)}."
         )
     return 0

@@ -8,11 +8,29 @@ import weakref
 from typing import TYPE_CHECKING
 
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.metrics import get_meter_provider
 
 from ._internal_errors import handle_internal_errors
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+
+def exit_flush(pipeline: Pipeline) -> None:
+    """At exit (or SIGTERM): have OpenTelemetry's logger and meter providers hand over what
+    they hold (they may stop after us: exit hooks run last registered first, and SIGTERM skips
+    them), then flush and stop the pipeline."""
+    budget = int(pipeline.cfg.shutdown_timeout * 500)  # half the shutdown budget, in ms
+    for feeding, name, get_provider in (
+        (pipeline.log_exporters, "logs", get_logger_provider),
+        (pipeline.metric_exporters, "metrics", get_meter_provider),
+    ):
+        if feeding:
+            with handle_internal_errors(f"pipeline.exit_{name}"):
+                flush = getattr(get_provider(), "force_flush", None)
+                if flush is not None:
+                    flush(budget)
+    pipeline.shutdown()
 
 
 def register_process_hooks(pipeline: Pipeline) -> None:
@@ -23,15 +41,7 @@ def register_process_hooks(pipeline: Pipeline) -> None:
     def at_exit() -> None:
         live = ref()
         if live is not None:
-            if live.log_exporters:
-                # OpenTelemetry's logger provider may stop after us (exit hooks run last
-                # registered first): have it hand over what its batch processor holds now.
-                with handle_internal_errors("pipeline.exit_logs"):
-                    provider = get_logger_provider()
-                    flush = getattr(provider, "force_flush", None)
-                    if flush is not None:
-                        flush(int(live.cfg.shutdown_timeout * 500))
-            live.shutdown()
+            exit_flush(live)
 
     def after_fork() -> None:
         live = ref()

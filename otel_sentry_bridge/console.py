@@ -10,7 +10,8 @@ wrote to ``SENTRY_BRIDGE_ENVELOPE_DIR``::
 Decorations (bars, separators) are plain ASCII; control characters in span data are replaced,
 so nothing in a payload reaches the terminal as an escape sequence. Colours are added only when
 asked for (``color=True``); callers decide with :func:`use_color` (a TTY and no ``NO_COLOR``).
-:func:`render_error` lives in ``_console_errors.py``, the text helpers in ``_console_text.py``.
+:func:`render_error` lives in ``_console_errors.py``; the text helpers and
+:func:`render_metric_items` (trace metrics) in ``_console_text.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._console_text import (
     _paint,
     _status_code,
     _truncate,
+    render_metric_items,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "render_envelope_file",
     "render_error",
     "render_event",
+    "render_metric_items",
     "render_transaction",
     "timestamp",
     "use_color",
@@ -251,6 +254,17 @@ def _span_tree(
     return out
 
 
+def _measurements(value: Any) -> str:
+    """``name=value unit, ...`` of a transaction's measurements (unit ``none`` left out)."""
+    parts = []
+    for name, measurement in _mapping(value).items():
+        number = _mapping(measurement).get("value")
+        unit = _one_line(_mapping(measurement).get("unit"))
+        text = f"{number:g}" if isinstance(number, (int, float)) else _one_line(number)
+        parts.append(f"{_one_line(name)}={text}" + (f" {unit}" if unit and unit != "none" else ""))
+    return ", ".join(parts)
+
+
 # ----------------------------------------------------------------------------- rendering
 def render_transaction(event: Mapping[str, Any], width: int = 100, *, color: bool = False) -> str:
     """A transaction as a readable waterfall.
@@ -293,6 +307,9 @@ def render_transaction(event: Mapping[str, Any], width: int = 100, *, color: boo
     if problem:
         text = "status description: " + _one_line(problem)
         lines.append("  " + _paint(_truncate(text, width - 2), _RED, color))
+    measured = _measurements(event.get("measurements"))
+    if measured:
+        lines.append("  " + _truncate("measurements: " + measured, width - 2))
     if not spans:
         return "\n".join(lines)
 
@@ -338,6 +355,10 @@ def render_event(item_type: str, payload: Mapping[str, Any], width: int = 100,
         return render_transaction(payload, width, color=color)
     if item_type == "event":
         return render_error(payload, width, color=color)
+    if item_type == "trace_metric":
+        entries = payload.get("items")
+        return render_metric_items(entries if isinstance(entries, list) else [], width,
+                                   color=color)
     if item_type == "client_report":
         discarded = payload.get("discarded_events")
         parts = [

@@ -69,6 +69,12 @@ class Attr:
     SENTRY_NAME: Final = ("sentry.name",)
     SENTRY_SOURCE: Final = ("sentry.source",)
     SENTRY_TAG_PREFIX: Final = "sentry.tag."
+    # Transaction measurements (docs/metrics.md): ``sentry.measurement.<name>`` = a number,
+    # ``sentry.measurement.<name>.unit`` = its unit; or a span event ``sentry.measurement``
+    # with attributes ``name``, ``value``, ``unit``.
+    SENTRY_MEASUREMENT_PREFIX: Final = "sentry.measurement."
+    SENTRY_MEASUREMENT_UNIT_SUFFIX: Final = ".unit"
+    SENTRY_MEASUREMENT_EVENT: Final = "sentry.measurement"
 
     # Cache data written by the bridge's redis hooks (Sentry's Caches module names).
     CACHE_KEY: Final = "cache.key"

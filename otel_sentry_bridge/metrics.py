@@ -51,6 +51,8 @@ class SentryMetricExporter(MetricExporter):
         with handle_internal_errors("SentryMetricExporter.__init__"):
             pipeline = get_pipeline(settings)
             self._pipeline = pipeline if pipeline.enabled else None
+            if self._pipeline is not None:
+                self._pipeline.metric_exporters += 1  # flushed at exit and on SIGTERM
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any

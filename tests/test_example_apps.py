@@ -194,3 +194,19 @@ def test_shop_on_postgres_and_redis() -> None:
         assert status == 201, shop.output()
         assert _json(body)["reserved"] is None
         assert shop.get("/fail")[0] == 500
+
+
+def test_shop_memory_cache(tmp_path: Path) -> None:
+    """SHOP_MEMORY_CACHE=1 without Redis (as in `make demo`): a miss, then hits until an order
+    for the product removes it; the metric and measurement calls are no-ops without OTel."""
+    env = {"SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}", "SHOP_REDIS_URL": "",
+           "SHOP_INVENTORY_URL": "", "SHOP_MEMORY_CACHE": "1"}
+    with AppProcess(SHOP_APP, env, free_port(), instrument=False) as shop:
+        cached = [_json(shop.get("/products/2")[1])["cached"] for _ in range(3)]
+        assert cached == [False, True, True]
+        assert shop.post("/orders", {"product_id": 2, "quantity": 4})[0] == 201
+        assert _json(shop.get("/products/2")[1])["cached"] is False
+        assert _json(shop.get("/products/999")[1]) == {"error": "product not found"}
+        output = shop.stop()
+    assert shop.returncode == 0, output
+    assert "Traceback" not in output, output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,4 +103,46 @@ def test_zero_code_metrics_exporter(tmp_path: Path) -> None:
         (item,) = receiver.trace_metrics()
         assert (item["name"], item["type"], item["value"]) == ("orders.created", "counter", 2.0)
         assert item["attributes"]["region"]["value"] == "eu"
+        receiver.assert_no_problems()
+
+
+SIGTERM_APP = """
+import sys
+import time
+
+from opentelemetry import metrics
+
+metrics.get_meter("shop").create_counter("orders.created").add(3)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.e2e
+def test_sigterm_flushes_the_metrics_of_an_app_that_keeps_the_default_handler(
+    tmp_path: Path,
+) -> None:
+    """Python's default SIGTERM skips atexit: the bridge's SIGTERM flush must also have the
+    meter provider export what it holds (a long export interval: nothing went out before)."""
+    script = tmp_path / "sigterm_app.py"
+    script.write_text(SIGTERM_APP)
+    with SentryReceiver() as receiver:
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+               "SENTRY_DSN": receiver.dsn(), "OTEL_METRICS_EXPORTER": "sentry_bridge",
+               "OTEL_METRIC_EXPORT_INTERVAL": "3600000", "OTEL_LOGS_EXPORTER": "none",
+               "_SENTRY_BRIDGE_RAISE_INTERNAL_ERRORS": "1"}
+        proc = subprocess.Popen([str(opentelemetry_instrument()), sys.executable, str(script)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == -signal.SIGTERM, stderr  # SIGTERM still ends it as before
+        assert "Traceback" not in stderr, stderr
+        receiver.wait_for(lambda r: bool(r.trace_metrics()), 10.0)
+        (item,) = receiver.trace_metrics()
+        assert (item["name"], item["value"]) == ("orders.created", 3.0)
         receiver.assert_no_problems()

@@ -100,9 +100,10 @@ def reserve() -> Response:
 
 
 def _exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so atexit hooks (e.g. span exporters' flush) run."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    """Turn SIGTERM into SystemExit so that every atexit hook runs: span processors and
+    OpenTelemetry's MeterProvider (its last metric export) flush. Replaces any handler set
+    before (e.g. the bridge's, which flushes spans only)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
 def main() -> None:

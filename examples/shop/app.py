@@ -1,7 +1,10 @@
 """Example "shop" service: a small Flask app with a database, a cache and a downstream call.
 
-It knows nothing about OpenTelemetry or Sentry. Run it under ``opentelemetry-instrument`` (see
-README.md beside this file) and the auto-instrumentations create the spans.
+The auto-instrumentations create its spans when it runs under ``opentelemetry-instrument`` (see
+README.md beside this file). Its own telemetry is a few API calls that do nothing otherwise: a
+cache hit/miss counter and a fulfilment queue-depth gauge (OpenTelemetry's metrics API), and the
+number of items of an order as a Sentry transaction measurement (the bridge's
+``set_measurement``, which only sets a span attribute).
 
 Configuration (environment variables; an empty value counts as unset):
 
@@ -10,7 +13,9 @@ Configuration (environment variables; an empty value counts as unset):
 ``SHOP_DATABASE_URL``
     SQLAlchemy URL (default ``sqlite:///<tempdir>/shop.db``). SQLite and PostgreSQL are tested.
 ``SHOP_REDIS_URL``
-    Redis URL for the product cache; unset means no caching at all.
+    Redis URL for the product cache; unset means no caching at all, unless...
+``SHOP_MEMORY_CACHE``
+    ``1``: without Redis, cache products in this process instead (``make demo`` does).
 ``SHOP_INVENTORY_URL``
     Base URL of the inventory service (``examples/inventory/app.py``); unset means the shop
     never calls it.
@@ -26,7 +31,10 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +42,12 @@ import redis
 import requests
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
+
+from otel_sentry_bridge import set_measurement
 
 
 def _env(name: str) -> str | None:
@@ -45,6 +57,7 @@ def _env(name: str) -> str | None:
 
 DATABASE_URL = _env("SHOP_DATABASE_URL") or f"sqlite:///{Path(tempfile.gettempdir()) / 'shop.db'}"
 REDIS_URL = _env("SHOP_REDIS_URL")
+MEMORY_CACHE = _env("SHOP_MEMORY_CACHE") == "1"
 INVENTORY_URL = (_env("SHOP_INVENTORY_URL") or "").rstrip("/") or None
 CACHE_TTL_SECONDS = 60
 HTTP_TIMEOUT_SECONDS = 5.0
@@ -80,12 +93,50 @@ SEED_PRODUCTS: list[dict[str, Any]] = [
 # sqlalchemy.create_engine) sees it. create_engine does not connect.
 engine: sa.Engine = sa.create_engine(DATABASE_URL, pool_pre_ping=False)
 
+
+class MemoryCache:
+    """The part of redis.Redis the shop uses, in this process (SHOP_MEMORY_CACHE=1)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, str]] = {}
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            expires, value = self._items.get(key, (0.0, ""))
+            return value if expires > time.monotonic() else None
+
+    def set(self, key: str, value: str, ex: int) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic() + ex, value)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
 # redis.Redis.from_url does not connect either; None means "no cache".
-cache: redis.Redis | None = (
+cache: redis.Redis | MemoryCache | None = (
     redis.Redis.from_url(REDIS_URL, socket_timeout=2.0, socket_connect_timeout=2.0)
     if REDIS_URL
-    else None
+    else MemoryCache() if MEMORY_CACHE else None
 )
+
+# Metrics (OpenTelemetry API: no-ops unless a MeterProvider is configured, e.g. by
+# opentelemetry-instrument with OTEL_METRICS_EXPORTER=sentry_bridge).
+meter = metrics.get_meter("shop")
+cache_lookups = meter.create_counter(
+    "shop.cache.lookups", description="Product cache lookups, by result (hit or miss)")
+# Orders waiting to be shipped (no shipping service in this example: it only grows).
+fulfilment_queue: deque[int] = deque()
+
+
+def _queue_depth(options: CallbackOptions) -> Iterable[Observation]:
+    yield Observation(len(fulfilment_queue), {"queue": "fulfilment"})
+
+
+meter.create_observable_gauge(
+    "shop.queue.depth", callbacks=[_queue_depth], description="Orders waiting to be shipped")
 
 app = Flask(__name__)
 
@@ -126,6 +177,7 @@ def _load_product(product_id: int) -> tuple[dict[str, Any] | None, bool]:
     """Return (product or None, whether it came from the cache)."""
     if cache is not None:
         cached = cache.get(_cache_key(product_id))
+        cache_lookups.add(1, {"result": "miss" if cached is None else "hit"})
         if cached is not None:
             return json.loads(cached), True
     with engine.connect() as conn:
@@ -207,6 +259,9 @@ def create_order() -> tuple[Response, int]:
             return _error(404, "product not found")
         result = conn.execute(orders.insert().values(product_id=product_id, quantity=quantity))
         order_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    set_measurement("order.items", quantity)  # on this request's Sentry transaction
+    if order_id is not None:
+        fulfilment_queue.append(order_id)
     reserved = _reserve(product_id, quantity)
     if cache is not None:
         cache.delete(_cache_key(product_id))
@@ -243,9 +298,10 @@ def search() -> Response:
 
 
 def _exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so atexit hooks (e.g. span exporters' flush) run."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    """Turn SIGTERM into SystemExit so that every atexit hook runs: span processors and
+    OpenTelemetry's MeterProvider (its last metric export) flush. Replaces any handler set
+    before (e.g. the bridge's, which flushes spans only)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ from otel_sentry_bridge.conventions import (
 from . import ops
 from .context import span_tags, span_user
 from .mapping_context import MappingContext
+from .measurements import Measurement, attribute_measurements
 from .scrub import scrub_text, scrubbed_data
 from .status import VALID_STATUS, derive_status
-from .values import concept_view, first_str, hex_span, hex_trace, safe_str, seconds
+from .values import concept_view, first_str, hex_span, hex_trace, safe_str, seconds, set_aside
 
 SentrySpan = dict[str, Any]
 
@@ -93,6 +94,8 @@ class SpanTemplate:
     own_request: bool
     user: dict[str, Any]
     tag_items: tuple[tuple[str, str], ...]
+    #: valid ``sentry.measurement.*`` attributes (invalid ones are set aside in ``data``)
+    measurements: tuple[Measurement, ...] = ()
 
 
 def make_template(
@@ -155,9 +158,12 @@ def make_template(
     if status not in VALID_STATUS:
         status = "unknown"
     own = is_own_request(attrs, ctx)
+    measurements, invalid = attribute_measurements(raw)
+    if invalid:
+        set_aside(data, *invalid)
     return SpanTemplate(
         op, description, status, origin, data, tags, kv_command, attrs, own,
-        span_user(attrs, ctx), span_tags(data, ctx),
+        span_user(attrs, ctx), span_tags(data, ctx), measurements,
     )
 
 
