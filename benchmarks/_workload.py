@@ -194,6 +194,16 @@ class Contender:
     drops: Callable[[], dict[str, int]] | None = None
 
 
+#: Contenders of the ``unsampled`` scenario: the bridge's sampler at rate 1, at rate 0 keeping
+#: unsampled roots recording (for their errors), and at rate 0 dropping them at the sampler.
+BRIDGE_SAMPLED_VARIANTS: dict[str, dict[str, str]] = {
+    "bridge_sampler": {"SENTRY_TRACES_SAMPLE_RATE": "1.0"},
+    "bridge_rate0": {"SENTRY_TRACES_SAMPLE_RATE": "0"},
+    "bridge_rate0_drop": {"SENTRY_TRACES_SAMPLE_RATE": "0",
+                          "SENTRY_BRIDGE_UNSAMPLED_ERRORS": "false"},
+}
+
+
 def make_contender(name: str, port: int) -> Contender:
     """Build the tracer provider of one contender (in the child process).
 
@@ -265,8 +275,13 @@ def make_contender(name: str, port: int) -> Contender:
             return True
 
         return Contender(provider, processor, flush_legacy, "sentry_otel_spans")
-    if name == "bridge":
+    if name in ("bridge", *BRIDGE_SAMPLED_VARIANTS):
         from otel_sentry_bridge import SentrySpanProcessor
+
+        if name != "bridge":  # the bridge's sampler; the rate comes from child_env
+            from otel_sentry_bridge.sampler import SentryBridgeSampler
+
+            provider.sampler = SentryBridgeSampler()
 
         bridge = SentrySpanProcessor()
         if bridge.pipeline is None:
@@ -277,7 +292,8 @@ def make_contender(name: str, port: int) -> Contender:
         def drops() -> dict[str, int]:
             return {f"{r}/{c}": q for (r, c), q in pipeline.drops.totals.items()}
 
-        return Contender(provider, bridge, flush_provider, "sentry_otel_spans", drops)
+        sink_key = "sentry_otel_spans" if name in ("bridge", "bridge_sampler") else None
+        return Contender(provider, bridge, flush_provider, sink_key, drops)
     raise SystemExit(f"unknown contender {name!r}")
 
 
@@ -285,8 +301,9 @@ def child_env(name: str, port: int, extra: dict[str, str] | None = None) -> dict
     """The parent's environment without SENTRY_*/OTEL_* (plus the bridge's DSN -> ``port``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES_STRIPPED)}
     env["PYTHONUNBUFFERED"] = "1"
-    if name == "bridge":
+    if name in ("bridge", *BRIDGE_SAMPLED_VARIANTS):
         env["SENTRY_DSN"] = f"http://key@127.0.0.1:{port}/1"
+        env.update(BRIDGE_SAMPLED_VARIANTS.get(name, {}))
     env.update(extra or {})
     return env
 

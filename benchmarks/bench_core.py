@@ -17,6 +17,9 @@ Scenarios (all by default; ``--scenarios overhead,latency,down,flask`` picks som
                  refused) during a 100,000-span burst.
 5. ``flask``     p50/p90/p99 latency of a real Flask + SQLAlchemy (PostgreSQL) request served
                  by gunicorn: bridge vs OTel alone vs OTLP exporter, load from this process.
+6. ``unsampled`` what a trace costs that is not sampled: the workload of 1 with the bridge's
+                 sampler at rate 1, at rate 0 with unsampled roots recording (their errors
+                 still reach Sentry) and at rate 0 dropping them at the sampler.
 
 A loopback sink (``_sink.py``; a separate process, so its parsing never competes for the
 contender's GIL) receives Sentry envelopes and OTLP/HTTP requests and counts what arrives.
@@ -57,7 +60,8 @@ from scenario_overhead import CONTENDERS, STRAGGLER_MAX_WAIT, wait_for_sink
 __all__ = ["ENV_PREFIXES_STRIPPED", "SPANS_PER_TRANSACTION", "make_contender", "make_workload",
            "sink_request", "wait_for_sink"]
 
-SCENARIOS = ("overhead", "latency", "down", "flask")
+SCENARIOS = ("overhead", "latency", "down", "flask", "unsampled")
+UNSAMPLED_CONTENDERS = ["floor", "bridge", "bridge_sampler", "bridge_rate0", "bridge_rate0_drop"]
 # (full, quick) defaults
 SIZES: dict[str, tuple[Any, Any]] = {
     "transactions": (2000, 200), "repeats": (5, 2),
@@ -122,6 +126,30 @@ def child(spec: str, args: argparse.Namespace) -> None:
     if entry is None:
         raise SystemExit(f"unknown scenario {kind!r}")
     entry(name, params)
+
+
+def unsampled_report(summary: dict[str, dict[str, Any]]) -> tuple[list[str], list[Target]]:
+    """Per-span cost of each sampling set-up, as a ratio to OTel alone (the floor)."""
+    lines = ["contender            total/floor   app us/span   total us/span"]
+    for name in UNSAMPLED_CONTENDERS:
+        row = summary.get(name)
+        if row:
+            lines.append(f"{name:<20} {row.get('total_over_floor') or 0.0:>11.2f} "
+                         f"{row.get('app_us', 0.0):>13.2f} {row.get('total_us', 0.0):>15.2f}")
+    rows: list[Target] = []
+    sampled, rate0 = summary.get("bridge_sampler"), summary.get("bridge_rate0")
+    drop = summary.get("bridge_rate0_drop")
+    if sampled and rate0:
+        share = rate0["total_over_floor"] - 1.0
+        reference = f"sampled {sampled['total_over_floor'] - 1.0:.2f}"
+        rows.append(Target("6 unsampled", "rate 0, recording: (total - floor) / floor",
+                           f"{share:.2f}", reference, "", "", None,
+                           "what keeping errors of unsampled traces costs"))
+    if drop:
+        rows.append(Target("6 unsampled", "rate 0, dropped: (total - floor) / floor",
+                           f"{drop['total_over_floor'] - 1.0:.2f}", "", "", "", None,
+                           "SENTRY_BRIDGE_UNSAMPLED_ERRORS=false"))
+    return lines, rows
 
 
 def section(title: str) -> None:
@@ -250,6 +278,20 @@ def main(argv: list[str] | None = None) -> int:
                                None, f"not measured: {exc}"[:100]))
             out["scenarios"]["flask"] = {"error": f"{type(exc).__name__}: {exc}"}
         print("\n" + "\n".join(lines))
+
+    if "unsampled" in wanted:
+        section(f"6. unsampled traces ({args.transactions} transactions x "
+                f"{SPANS_PER_TRANSACTION} spans, {args.repeats} interleaved repetitions)")
+        t0 = time.monotonic()
+        with SinkProcess(env) as sink:
+            runs = scenario_overhead.run(sink.port, UNSAMPLED_CONTENDERS, args.transactions,
+                                         args.repeats, args.vary)
+        summary = _overhead_report.summarize(runs)
+        lines, found = unsampled_report(summary)
+        print("\n" + "\n".join(lines))
+        rows += found
+        out["scenarios"]["unsampled"] = {"summary": summary, "runs": runs,
+                                         "elapsed_s": time.monotonic() - t0}
 
     elapsed = time.monotonic() - started
     digests = sorted({digest_start, source_digest("otel_sentry_bridge"), *(

@@ -23,11 +23,12 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggr
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._internal_errors import handle_internal_errors, logger
+from ._process_hooks import exit_flush
+from ._sdk_hooks import install_sentry_sdk_hooks
 from .logs import SentryLogHandler
 from .pipeline import get_pipeline
 from .processor import SentrySpanProcessor
 from .redis_hooks import reinstrument_redis
-from .transport import install_sentry_sdk_hooks
 
 _INSTALLED: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
@@ -118,7 +119,7 @@ def post_instrument() -> None:
             return
         install()
         with handle_internal_errors("post_instrument.sigterm"):
-            flush_on_sigterm(pipeline.shutdown)
+            flush_on_sigterm(lambda: exit_flush(pipeline))
         if cfg.redis_cache_spans:
             with handle_internal_errors("post_instrument.redis"):
                 reinstrument_redis()

@@ -125,6 +125,26 @@ def parse_import_path(raw: str) -> str | None:
     return value or None
 
 
+def parse_regex_list(raw: str) -> tuple[str, ...]:
+    """A comma list of regular expressions, each compiled once to check it."""
+    patterns = parse_list(raw)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise BadValue(f"regular expressions separated by commas ({pattern!r} is not "
+                           "one)") from None
+    return patterns
+
+
+def parse_org_id(raw: str) -> str | None:
+    """A Sentry organization id (digits)."""
+    value = raw.strip()
+    if value and not value.isdigit():
+        raise BadValue("digits, e.g. 1 (the number of o1.ingest.sentry.io)")
+    return value or None
+
+
 _LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 
 
@@ -209,12 +229,48 @@ SETTINGS: tuple[Setting, ...] = (
             f"Also send every envelope to Spotlight (`true` = {DEFAULT_SPOTLIGHT_URL}).",
             parse_spotlight),
     Setting("traces_sample_rate", "SENTRY_TRACES_SAMPLE_RATE", "float 0..1", None,
-            "Read and kept for the sampler; until it is configured OpenTelemetry's sampler "
-            "decides.", parse_float(0.0, 1.0)),
+            "Share of new traces sent, decided at the head of each trace by the bridge's "
+            "sampler (unset: 1.0, every trace). See docs/sampling.md.", parse_float(0.0, 1.0)),
+    Setting("traces_sampler", "SENTRY_BRIDGE_TRACES_SAMPLER", "import path", None,
+            "`traces_sampler(context) -> float | bool` for each local root: gets the root's "
+            "OTel attributes and the parent's decision and rate; wins over the rate.",
+            parse_import_path),
+    Setting("unsampled_errors", "SENTRY_BRIDGE_UNSAMPLED_ERRORS", "bool", True,
+            "Keep unsampled traces recording (not exported) so that their errors still reach "
+            "Sentry; `false` drops them at the sampler (cheapest).", parse_bool),
+    Setting("skip_options_head", "SENTRY_BRIDGE_SKIP_OPTIONS_HEAD", "bool", False,
+            "Never sample HTTP server roots of OPTIONS and HEAD requests.", parse_bool),
+    Setting("trace_propagation_targets", "SENTRY_BRIDGE_TRACE_PROPAGATION_TARGETS",
+            "comma list of regexes", (),
+            "Outgoing requests whose URL matches one of these (search) get trace headers "
+            "(empty: all). Requests without a known URL always get them.", parse_regex_list),
+    Setting("strict_trace_continuation", "SENTRY_BRIDGE_STRICT_TRACE_CONTINUATION", "bool",
+            False, "Continue an incoming trace only when its `org_id` equals ours (a missing "
+            "one on either side starts a new trace).", parse_bool),
+    Setting("org_id", "SENTRY_BRIDGE_ORG_ID", "digits", None,
+            "Sentry organization id for the DSC and trace continuation (unset: from the DSN "
+            "host `o<id>.ingest...`).", parse_org_id),
     Setting("enabled", "SENTRY_BRIDGE_ENABLED", "bool", True,
             "Master switch: `false` turns the bridge off even with a DSN.", parse_bool),
-    Setting("tag_attributes", "SENTRY_BRIDGE_TAG_ATTRIBUTES", "comma list", (),
-            "Span attribute keys promoted to searchable tags (root span wins).", parse_list),
+    Setting("tag_attributes", "SENTRY_BRIDGE_TAG_ATTRIBUTES", "comma list of rules", (),
+            "Searchable tags: span attribute keys (the tag keeps the key; root span wins), or "
+            "`tag=source` / bare `baggage:<entry>`, `resource:<key>` rules "
+            "([Business context](business-context.md#rules)).", parse_list),
+    Setting("user_attributes", "SENTRY_BRIDGE_USER_ATTRIBUTES", "comma list of rules", (),
+            "Sentry user fields from `field=source` rules: field `id`, `email`, `username` or "
+            "`roles`; source `attr:<key>` (or a bare key), `baggage:<entry>`, "
+            "`resource:<key>`. They win over `enduser.id` and the like.", parse_list),
+    Setting("context_attributes", "SENTRY_BRIDGE_CONTEXT_ATTRIBUTES", "comma list of rules", (),
+            "Values copied into the context named by `SENTRY_BRIDGE_CONTEXT_NAME`: "
+            "`key=source` or a bare source (the key is the source's).", parse_list),
+    Setting("context_name", "SENTRY_BRIDGE_CONTEXT_NAME", "string", "business",
+            "Name of the Sentry context `SENTRY_BRIDGE_CONTEXT_ATTRIBUTES` fills.", parse_str),
+    Setting("context_env", "SENTRY_BRIDGE_CONTEXT_ENV", "comma list", (),
+            "Environment variables (read once at startup) sent in the `environment_variables` "
+            "context; values of secret-looking names are sent as `[Filtered]`.", parse_list),
+    Setting("max_tags", "SENTRY_BRIDGE_MAX_TAGS", "int", 200,
+            "Tags per event (besides `http.status_code`); the rest are left out, with one "
+            "warning.", parse_int(1, 1000)),
     Setting("max_spans", "SENTRY_BRIDGE_MAX_SPANS", "int", 1000,
             "Child spans per transaction; the earliest are kept, the rest dropped and counted.",
             parse_int(1, 100_000)),
@@ -263,6 +319,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "SENTRY_BRIDGE_LOG_LEVEL", "level", 20,
             "Lowest level of the records sent as logs (`debug`, `info`, `warning`, `error`).",
             parse_log_level),
+    Setting("breadcrumb_log_level", "SENTRY_BRIDGE_BREADCRUMB_LOG_LEVEL", "level or off", 20,
+            "Lowest level of the `logging` records made inside a span that become breadcrumbs "
+            "of that transaction's error events (`20` is `info`); `off`: none.",
+            lambda raw: None if raw.strip().lower() == "off" else parse_log_level(raw)),
     Setting("envelope_dir", "SENTRY_BRIDGE_ENVELOPE_DIR", "path", None,
             "Also write every envelope to this folder (one `.envelope` file each).", parse_str),
     Setting("compression_level", "SENTRY_BRIDGE_COMPRESSION_LEVEL", "int 0..9", 1,
@@ -289,8 +349,19 @@ class BridgeConfig:
     debug: bool = False
     spotlight: str | None = None
     traces_sample_rate: float | None = None
+    traces_sampler: str | None = None
+    unsampled_errors: bool = True
+    skip_options_head: bool = False
+    trace_propagation_targets: tuple[str, ...] = ()
+    strict_trace_continuation: bool = False
+    org_id: str | None = None
     enabled: bool = True
     tag_attributes: tuple[str, ...] = ()
+    user_attributes: tuple[str, ...] = ()
+    context_attributes: tuple[str, ...] = ()
+    context_name: str = "business"
+    context_env: tuple[str, ...] = ()
+    max_tags: int = 200
     max_spans: int = 1000
     send_default_pii: bool = False
     late_span_grace: float = 1.0
@@ -307,6 +378,7 @@ class BridgeConfig:
     before_send_transaction: str | None = None
     logs: bool = False
     log_level: int = 20
+    breadcrumb_log_level: int | None = 20
     envelope_dir: str | None = None
     compression_level: int = 1
     sender_threads: int = 4

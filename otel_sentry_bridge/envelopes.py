@@ -69,19 +69,21 @@ _SDK_INFO = {"name": SDK_NAME, "version": __version__}
 
 
 def build_envelope(
-    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None
+    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None,
+    trace: dict[str, str] | None = None,
 ) -> bytes:
     """Serialize one event/transaction into envelope bytes.
 
     Written directly with orjson (this is the hot path: once per transaction); the format is
     the one sentry-sdk's ``Envelope.serialize`` writes, which a contract test checks by parsing
-    the result with sentry-sdk's own ``Envelope.deserialize``.
+    the result with sentry-sdk's own ``Envelope.deserialize``. ``trace``: the trace's DSC
+    (``_dsc.py``); without it one is derived from the event.
     """
     headers: dict[str, Any] = {
         "event_id": event.get("event_id"),
         "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "sdk": _SDK_INFO,
-        "trace": dynamic_sampling_context(event, public_key),
+        "trace": trace if trace is not None else dynamic_sampling_context(event, public_key),
     }
     if dsn:
         headers["dsn"] = dsn

@@ -21,10 +21,14 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 
+from ._dsc import TraceRegistry
+from ._error_inputs import start_error_inputs
 from ._internal_errors import handle_internal_errors, logger
 from ._log_queue import LOG_BATCH, LOG_INTERVAL, LogQueue
-from ._mapping import MappingContext, SpanMapper, build_transaction
+from ._mapping import MappingContext, SpanMapper
 from ._process_hooks import register_process_hooks
+from ._sampling_support import dsc_defaults
+from ._send import send_segment
 from .buffer import TraceBuffer
 from .config import BridgeConfig, load_config
 from .filters import EventFilter
@@ -70,7 +74,7 @@ class Pipeline:
         self.exported: deque[ReadableSpan] = deque()
         self.logs = LogQueue()
         #: SentryLogExporter instances feeding this pipeline (for the exit hook)
-        self.log_exporters = 0
+        self.log_exporters = self.metric_exporters = 0
         self.queue_cap = self.full_cap = cfg.max_buffered_spans
         self.starts_seen = False
         self.processors = 0
@@ -78,12 +82,13 @@ class Pipeline:
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._stopped = False
-        self._submit_budget = 0.0
+        self.submit_budget = 0.0
         self.lost_starts: set[int] = set()
         self.lost_cap = max(10_000, 4 * self.queue_cap)
         self.buffer.lost_starts = self.lost_starts
         self.wake_at = min(DRAIN_BATCH, max(1, self.queue_cap // 4))
         self.enabled = cfg.active and self.transport.enabled
+        self.traces = TraceRegistry(dsc_defaults(cfg, self.transport.public_key))
 
     def _new_buffer(self) -> TraceBuffer:
         cfg = self.cfg
@@ -180,6 +185,7 @@ class Pipeline:
                                       daemon=True)
             self._worker = thread
             thread.start()
+            start_error_inputs(self.cfg)
 
     def _run(self) -> None:
         with suppress_instrumentation():
@@ -204,7 +210,7 @@ class Pipeline:
         try:
             # A full send queue may hold up our own worker a little (backpressure), never a
             # flush: that must stay bounded.
-            self._submit_budget = 0.0 if force else SUBMIT_BUDGET
+            self.submit_budget = 0.0 if force else SUBMIT_BUDGET
             while True:
                 now = time.monotonic()
                 if not self._stopped:
@@ -258,30 +264,7 @@ class Pipeline:
         return count
 
     def _send(self, root: ReadableSpan, children: list[ReadableSpan]) -> None:
-        mapped = build_transaction(root, children, self.mapping, self.mapper)
-        if mapped is None:
-            return
-        if mapped.dropped_spans:
-            self.drops.record("buffer_overflow", "span", mapped.dropped_spans)
-        started = time.monotonic()
-        filters = self.filters
-        for error in mapped.errors:
-            kept: dict[str, Any] | None = error
-            if filters is not None:
-                kept, reason = filters.error(error)
-            if kept is None:
-                self.drops.record(reason, "error", 1)
-            else:
-                self.transport.submit(kept, "event", wait=self._submit_budget)
-        event: dict[str, Any] | None = mapped.event
-        if filters is not None:
-            event, reason = filters.transaction(mapped.event)
-            if event is None:
-                self.drops.record(reason, "transaction", 1)
-                self.drops.record(reason, "span", len(mapped.event.get("spans", ())) + 1)
-        if event is not None:
-            self.transport.submit(event, "transaction", wait=self._submit_budget)
-        self._submit_budget = max(0.0, self._submit_budget - (time.monotonic() - started))
+        send_segment(self, root, children)  # _send.py
 
     # ------------------------------------------------------------ lifecycle
     def flush(self, timeout: float | None = None) -> bool:
@@ -352,6 +335,9 @@ def get_pipeline(
 ) -> Pipeline:
     """The process-wide pipeline, created on first use (code overrides > env > defaults)."""
     global _PIPELINE
+    pipeline = _PIPELINE
+    if pipeline is not None and not overrides:
+        return pipeline  # the hot path (propagator, sampler): no lock
     with _PIPELINE_LOCK:
         if _PIPELINE is not None:
             if overrides and any(

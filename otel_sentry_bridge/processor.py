@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import baggage
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_value
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._dsc import INCOMING_KEY, Incoming
 from ._internal_errors import handle_internal_errors, log_internal_error
 from .business import from_baggage
 from .pipeline import Pipeline, get_pipeline
@@ -45,10 +46,20 @@ class SentrySpanProcessor(SpanProcessor):
             pipeline.on_start(span)
             parent = span.parent
             if parent is None or parent.is_remote:
-                # A local root takes over the business context that came in as baggage.
+                # The trace's DSC: the sampler made it; with another sampler, made here.
+                context = span.context
+                traces = pipeline.traces
+                if traces.get(context.trace_id) is None:
+                    incoming = get_value(INCOMING_KEY, parent_context)
+                    traces.start(context.trace_id,
+                                 incoming if isinstance(incoming, Incoming) else None,
+                                 context.trace_flags.sampled, pipeline.cfg.traces_sample_rate)
+                traces.root_started(context.trace_id, span)
+                # A local root takes over the business context that came in as baggage (and
+                # the entries named by baggage: rules; usually none).
                 entries = baggage.get_all(parent_context)
                 if entries:
-                    adopted = from_baggage(entries)
+                    adopted = from_baggage(entries, pipeline.mapping.rules.baggage)
                     own = span.attributes or {}
                     span.set_attributes({k: v for k, v in adopted.items() if k not in own})
         except Exception as exc:
@@ -61,6 +72,10 @@ class SentrySpanProcessor(SpanProcessor):
             return
         try:
             pipeline.on_end(span)
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                context = span.context
+                pipeline.traces.root_ended(context.trace_id, context.span_id)
         except Exception as exc:
             log_internal_error("SentrySpanProcessor.on_end", exc)
 

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from . import console
 from .config import BridgeConfig
@@ -40,7 +41,9 @@ def parse_envelope(data: bytes) -> EnvelopeParts:
 class BridgeCapture:
     """A tracer provider whose spans go through the bridge into memory."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, sampler: Sampler | None = None, **settings: Any) -> None:
+        """``settings`` as for the processor; ``sampler`` for the provider (default:
+        OpenTelemetry's, from ``OTEL_TRACES_SAMPLER``)."""
         settings.setdefault("late_span_grace", 0.0)
         self._lock = threading.Lock()
         self.raw: list[bytes] = []
@@ -50,7 +53,8 @@ class BridgeCapture:
         self._previous = reset_pipeline(self.pipeline)
         self.processor = SentrySpanProcessor()
         self.tracer_provider = TracerProvider(
-            resource=Resource.create({"service.name": "test"}), shutdown_on_exit=False
+            resource=Resource.create({"service.name": "test"}), shutdown_on_exit=False,
+            sampler=sampler,
         )
         self.tracer_provider.add_span_processor(self.processor)
 

@@ -10,8 +10,9 @@ traced. Every drop is counted and reported as a client report.
 
 Helpers that need no sentry-sdk import live beside it: rate-limit bookkeeping in
 ``_rate_limits.py`` (given sentry-sdk's header parser from here), delivery to the sink,
-Spotlight and the envelope folder in ``_local_targets.py``, and the event processor of
-:func:`install_sentry_sdk_hooks` in ``_sdk_events.py``.
+Spotlight and the envelope folder in ``_local_targets.py``. What the bridge changes in an
+app's own ``sentry_sdk.init()`` client lives in ``_sdk_hooks.py`` (the other module allowed
+to import sentry-sdk).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import sentry_sdk
 from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
@@ -34,7 +34,6 @@ from ._http import HttpTarget, gzip_body
 from ._internal_errors import handle_internal_errors, logger
 from ._local_targets import LocalTargets
 from ._rate_limits import RateLimits
-from ._sdk_events import sdk_event_processor
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
 from .envelopes import (
@@ -131,7 +130,8 @@ class Transport:
         return bool(self._backoff)
 
     def submit(
-        self, event: dict[str, Any], item_type: str = "transaction", wait: float = 0.0
+        self, event: dict[str, Any], item_type: str = "transaction", wait: float = 0.0,
+        trace: dict[str, str] | None = None,
     ) -> None:
         """Serialize, compress and queue one event (called on the bridge's worker thread).
 
@@ -145,7 +145,7 @@ class Transport:
             if spans:
                 self.drops.record("ratelimit_backoff", "span", spans)
             return
-        body = build_envelope(event, item_type, self.public_key, self._dsn_str)
+        body = build_envelope(event, item_type, self.public_key, self._dsn_str, trace)
         self._queue_body(body, category, 1, spans, wait)
 
     def submit_batch(self, item_type: str, entries: list[dict[str, Any]], category: str) -> None:
@@ -376,18 +376,3 @@ class Transport:
         if self.sentry is not None:
             self.sentry._local = threading.local()
         self.local.reset_after_fork()
-
-
-# --------------------------------------------------------------- sentry-sdk coexistence
-_SDK_HOOK_INSTALLED = False
-
-
-def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] | None]) -> None:
-    """When the app also calls ``sentry_sdk.init()``: link its errors to the active OTel span
-    and drop the transactions sentry-sdk would build itself (the bridge already sends them)."""
-    global _SDK_HOOK_INSTALLED
-    if _SDK_HOOK_INSTALLED:
-        return
-    _SDK_HOOK_INSTALLED = True
-    processor = sdk_event_processor(current_span_context)
-    sentry_sdk.get_global_scope().add_event_processor(processor)  # type: ignore[arg-type]

@@ -33,9 +33,9 @@ def test_bench_core_quick_smoke(tmp_path: Path) -> None:
     assert "SUMMARY" in proc.stdout
     data = json.loads(out.read_text())
     scenarios = data["scenarios"]
-    assert set(scenarios) == {"overhead", "latency", "down", "flask"}
+    assert set(scenarios) == {"overhead", "latency", "down", "flask", "unsampled"}
     assert "error" not in scenarios["flask"], scenarios["flask"]
-    for name in ("overhead", "latency", "down"):
+    for name in ("overhead", "latency", "down", "unsampled"):
         for runs in scenarios[name]["runs"].values():
             assert all("error" not in run for run in runs), (name, runs)
     figures = {(row["scenario"], row["figure"]) for row in data["targets"]}
@@ -43,3 +43,8 @@ def test_bench_core_quick_smoke(tmp_path: Path) -> None:
     accounting = scenarios["down"]["summary"]["bridge"]["accounting"][0]
     assert accounting["produced_spans"] == 2000
     assert scenarios["flask"]["summary"]["bridge"]["n"] == 10
+    unsampled = scenarios["unsampled"]["summary"]
+    assert set(unsampled) == {"floor", "bridge", "bridge_sampler", "bridge_rate0",
+                              "bridge_rate0_drop"}
+    assert unsampled["bridge_sampler"]["delivered_pct_min"] == 100.0  # rate 1: everything
+    assert ("6 unsampled", "rate 0, recording: (total - floor) / floor") in figures

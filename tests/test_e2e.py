@@ -13,14 +13,17 @@ that folder first on the app's ``PYTHONPATH``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from apps import INVENTORY_APP, SHOP_APP, AppProcess
+from apps import INVENTORY_APP, REPO_ROOT, SHOP_APP, AppProcess
 from conftest import require_service
 from e2e_support import (
     BRIDGE_SDK_NAME,
@@ -46,7 +49,9 @@ from e2e_support import (
     summary,
     trace_of,
 )
-from sentry_receiver import Envelope, SentryReceiver
+from sentry_receiver import Envelope, SentryReceiver, normalize_event
+
+from otel_sentry_bridge import console
 
 pytestmark = pytest.mark.e2e
 
@@ -183,7 +188,7 @@ def test_shop_and_inventory_one_trace(tmp_path: Path, semconv: str | None) -> No
         assert value["mechanism"] == {"type": "auto.otel.flask", "handled": False}, error
         top = [f for f in value["stacktrace"]["frames"] if f["in_app"]][-1]
         assert (top["function"], top["filename"]) == ("fail", "app.py"), value
-        assert top["context_line"] == 'raise RuntimeError("boom")', top
+        assert top["context_line"].strip() == 'raise RuntimeError("boom")', top
         assert not value["stacktrace"]["frames"][0]["in_app"], value  # flask's own frames
         assert trace_of(error)["trace_id"] == trace_of(failed)["trace_id"], listing
         assert trace_of(error)["span_id"] == trace_of(failed)["span_id"], listing
@@ -441,6 +446,27 @@ def boom():
     return "captured"
 
 
+@app.get("/echo")
+def echo():
+    # What arrived, as the WSGI server saw it (repeated headers are joined with commas).
+    from flask import jsonify, request
+    return jsonify({{k.lower(): v for k, v in request.headers.items()}})
+
+
+@app.get("/call")
+def call():
+    import json
+
+    import requests
+    import urllib3
+    from flask import jsonify, request
+    url = f"http://127.0.0.1:{{request.host.rsplit(':', 1)[1]}}/echo"
+    via_requests = requests.get(url, timeout=5).json()
+    # urllib3 alone: OTel's urllib3 instrumentation and sentry-sdk's http.client integration
+    via_urllib3 = json.loads(urllib3.PoolManager().request("GET", url).data)
+    return jsonify({{"requests": via_requests, "urllib3": via_urllib3}})
+
+
 if __name__ == "__main__":
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -453,6 +479,7 @@ class SdkRun:
     receiver: SentryReceiver
     output: str
     health_requests: int
+    calls: dict[str, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -467,8 +494,10 @@ def sdk_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkRun]:
         with running((script, env, port)) as (app,):
             assert app.get("/health")[:2] == (200, b"ok")
             assert app.get("/boom")[:2] == (200, b"captured")
+            status, body = app.get("/call")[:2]
+            assert status == 200, body
             output = app.stop()
-        yield SdkRun(receiver, output, health_requests=2)
+        yield SdkRun(receiver, output, health_requests=2, calls=json.loads(body))
 
 
 def _boom(run: SdkRun) -> dict[str, Any]:
@@ -510,7 +539,8 @@ def test_sentry_sdk_init_coexists(sdk_run: SdkRun) -> None:
     assert len(health) >= sdk_run.health_requests, listing
     boom = _boom(sdk_run)
     assert_http_server_root(boom, "GET /boom", "ok", 200)
-    assert len({trace_of(t)["trace_id"] for t in txns}) == len(txns), listing
+    own = [t for t in txns if t["transaction"] in ("GET /health", "GET /boom")]
+    assert len({trace_of(t)["trace_id"] for t in own}) == len(own), listing
 
     _, event = _hello(sdk_run)
     assert event["contexts"]["trace"]["trace_id"] == trace_of(boom)["trace_id"], listing
@@ -529,3 +559,126 @@ def test_sentry_sdk_event_envelope_carries_the_otel_trace(sdk_run: SdkRun) -> No
         f"event {event['event_id']}: contexts.trace.trace_id is the OTel trace {trace_id} but "
         f"its envelope DSC is {dsc}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# 7. `make demo`: the shop's metrics (trace_metric items) and its order measurement
+# --------------------------------------------------------------------------------------------
+
+
+def _load_demo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/demo.py as a module (registered while the test runs: it has dataclasses)."""
+    spec = importlib.util.spec_from_file_location("bridge_demo", REPO_ROOT / "examples" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _own_attributes(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item["attributes"].items() if not k.startswith("sentry.")}
+
+
+def test_demo_shows_metrics_and_a_measurement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole demo, its envelopes also sent to a receiver (SENTRY_DSN is passed through):
+    what it prints, and what arrived (Relay-valid transactions, well-formed trace metrics)."""
+    demo = _load_demo(monkeypatch)
+    monkeypatch.setattr(demo, "ENVELOPE_ROOT", tmp_path / "envelopes")
+    with SentryReceiver() as receiver:
+        monkeypatch.setenv("SENTRY_DSN", receiver.dsn())
+        code = demo.main(["--width", "120"])
+        out, err = capsys.readouterr()
+        assert code == 0, err + out
+        assert_receiver_clean(receiver)  # includes the §7 shape of every trace_metric item
+        txns = receiver.transactions()
+        items = receiver.trace_metrics()
+    listing = summary(receiver)
+
+    # The order measurement: on the POST /orders transaction, kept by Relay.
+    order = one(named(txns, "POST /orders"), "POST /orders")
+    assert order["measurements"] == {"order.items": {"value": 2.0, "unit": "none"}}
+    assert normalize_event(order)["measurements"] == order["measurements"]
+    assert "measurements: order.items=2" in out
+
+    # The cache counter: two misses (requests 2 and 4), one hit (request 3), each linked by
+    # its exemplar to the trace of a GET /products/<id> transaction.
+    products = {trace_of(t)["trace_id"]: t for t in named(txns, PRODUCT_TXN)}
+    lookups = [i for i in items if i["name"] == "shop.cache.lookups"]
+    assert lookups, listing
+    totals: dict[str, float] = {}
+    for item in lookups:
+        assert (item["type"], item["unit"]) == ("counter", "none"), item
+        result = _own_attributes(item)["result"]
+        assert result["type"] == "string", item
+        totals[result["value"]] = totals.get(result["value"], 0.0) + item["value"]
+        assert item["trace_id"] in products and len(item["span_id"]) == 16, item
+        ops = {s["op"] for s in products[item["trace_id"]]["spans"]}
+        assert ("db" in ops) is (result["value"] == "miss"), (item, ops)  # a hit: no SELECT
+    assert totals == {"miss": 2.0, "hit": 1.0}
+    assert lookups[0]["attributes"]["sentry.sdk.name"]["value"] == BRIDGE_SDK_NAME
+
+    # The queue-depth gauge: read by a callback (no exemplar, no span), one order queued.
+    depth = sorted((i for i in items if i["name"] == "shop.queue.depth"),
+                   key=lambda i: i["timestamp"])
+    assert depth, listing
+    for item in depth:
+        assert item["type"] == "gauge" and "span_id" not in item, item
+        assert _own_attributes(item) == {"queue": {"value": "fulfilment", "type": "string"}}
+    assert depth[-1]["value"] == 1.0  # the last export, at exit, saw the order
+
+    # The terminal listing.
+    hit_trace = next(i["trace_id"] for i in lookups if _own_attributes(i)["result"]["value"]
+                     == "hit")
+    lines = out.splitlines()
+    assert any("shop.cache.lookups" in line and "result=hit" in line
+               and f"trace {hit_trace[:8]} (request 3)" in line for line in lines), out
+    assert any("shop.cache.lookups" in line and "result=miss" in line for line in lines), out
+    assert any("shop.queue.depth" in line and "gauge" in line and "queue=fulfilment" in line
+               for line in lines), out
+    assert "items of the instrumentations' metrics, not listed" in out
+
+
+
+def test_metric_items_listing() -> None:
+    """The demo's listing (console.render_metric_items): equal lines once with xN, the trace
+    only for items with an exemplar (span_id), sentry.* attributes left out, within width."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    base = {"timestamp": 1.0, "trace_id": "0" * 31 + "1", "unit": "none",
+            "attributes": {"sentry.sdk.name": {"value": BRIDGE_SDK_NAME, "type": "string"}}}
+    hit = {**base, "name": "shop.cache.lookups", "type": "counter", "value": 1.0,
+           "trace_id": trace_id, "span_id": "00f067aa0ba902b7",
+           "attributes": {**base["attributes"], "result": {"value": "hit", "type": "string"}}}
+    gauge = {**base, "name": "shop.queue.depth", "type": "gauge", "value": 0.5, "unit": "ratio"}
+    text = console.render_metric_items([hit, gauge, gauge, "junk"], 100, labels=["a", "b", "b"],
+                                       trace_notes={trace_id: "request 3"})
+    first, second = text.splitlines()
+    assert first.split() == ["a", "shop.cache.lookups", "counter", "1", "result=hit", "trace",
+                             "4bf92f35", "(request", "3)"]
+    assert second.split() == ["b", "shop.queue.depth", "gauge", "0.5", "ratio", "x2", "-"]
+    wide = {**hit, "attributes": {f"k{i}": {"value": "v" * 20, "type": "string"}
+                                  for i in range(9)}}
+    for line in console.render_metric_items([wide], 80).splitlines():
+        assert len(line) <= 80 and line.endswith("trace 4bf92f35"), line
+    assert console.render_metric_items([], 80) == "(no metric items)"
+    assert "x2" in console.render_event("trace_metric", {"items": [gauge, gauge]})
+
+
+def test_sentry_sdk_init_outgoing_requests_carry_one_set_of_trace_headers(
+    sdk_run: SdkRun,
+) -> None:
+    """sentry-sdk's own http.client integration and OTel's requests and urllib3 instrumentations
+    all add trace headers: each request must carry exactly one sentry-trace, one traceparent and
+    one Sentry DSC, all of the OTel trace of /call."""
+    call = one(named(sdk_run.receiver.transactions(), "GET /call"), "GET /call transaction")
+    trace_id = trace_of(call)["trace_id"]
+    for client, headers in sdk_run.calls.items():
+        sentry_trace, traceparent = headers.get("sentry-trace"), headers.get("traceparent")
+        assert sentry_trace and "," not in sentry_trace, (client, headers)
+        assert traceparent and "," not in traceparent, (client, headers)
+        assert sentry_trace.split("-")[0] == traceparent.split("-")[1] == trace_id, client
+        assert sentry_trace.split("-")[1] == traceparent.split("-")[2], client
+        assert headers.get("baggage", "").count("sentry-trace_id=") == 1, (client, headers)
+        assert f"sentry-trace_id={trace_id}" in headers["baggage"], client

@@ -68,12 +68,12 @@ def test_internal_errors_never_reach_the_app(
     sentry_bridge: BridgeCapture, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import otel_sentry_bridge.pipeline as pipeline_module
+    import otel_sentry_bridge._send as send_module
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("mapping bug")
 
-    monkeypatch.setattr(pipeline_module, "build_transaction", broken)
+    monkeypatch.setattr(send_module, "build_transaction", broken)
     monkeypatch.setattr(_internal_errors, "RAISE_INTERNAL_ERRORS", False)
     monkeypatch.setattr(_internal_errors, "_seen", set())
     with caplog.at_level(logging.DEBUG, logger="otel_sentry_bridge"):

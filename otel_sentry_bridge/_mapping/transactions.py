@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -16,6 +17,8 @@ from . import ops
 from .context import merge_tags, merge_user, request_interface, resource_fields
 from .errors import error_events
 from .mapping_context import MappingContext
+from .measurements import transaction_measurements
+from .rules import ENV_CONTEXT, apply_rules
 from .scrub import scrubbed_data
 from .spans import SentrySpan, SpanMapper, SpanTemplate, cache_parent, instantiate
 from .values import first_str, hex_span, hex_trace
@@ -203,7 +206,10 @@ def build_transaction(
         item["parent_span_id"] = parent if parent in kept else root_id
     _break_cycles(mapped, root_id)
 
+    measurements = transaction_measurements(root, templates, recorded)
     event = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
+    if measurements:
+        event["measurements"] = measurements
     errors = error_events(recorded, event, ctx, mapped) if recorded else []
     return MappedTransaction(event, dropped, filtered, errors)
 
@@ -261,7 +267,17 @@ def _assemble(
         },
         **fields,
     }
-    tags = merge_tags(t.tag_items for t in templates)
+    rule_user: dict[str, Any] = {}
+    rule_tags: tuple[tuple[str, str], ...] = ()
+    if ctx.rules:  # declarative rules (SENTRY_BRIDGE_*_ATTRIBUTES) win over the conventions
+        rule_user, rule_tags, business = apply_rules(
+            ctx.rules, [t.data for t in templates], contexts.get("otel", {}).get("resource", {})
+        )
+        if business:
+            contexts[ctx.rules.context_name] = business
+    if ctx.context_env:
+        contexts[ENV_CONTEXT] = dict(ctx.context_env)
+    tags = merge_tags(chain((rule_tags,), (t.tag_items for t in templates)), ctx.max_tags)
     status_code = root_mapped["data"].get("http.response.status_code")
     if not (type(status_code) is int and 100 <= status_code <= 999):
         status_code = None
@@ -275,7 +291,7 @@ def _assemble(
         tags.setdefault("http.status_code", str(status_code))
     if tags:
         event["tags"] = tags
-    user = merge_user(t.user for t in templates)
+    user = merge_user(chain((rule_user,), (t.user for t in templates)))
     if user:
         event["user"] = user
     return event
