@@ -7,10 +7,13 @@ In code::
     provider.add_span_processor(SentrySpanProcessor())
 """
 
+from .breadcrumbs import add_breadcrumb
+from .browser import SentryMetaTagsASGIMiddleware, SentryMetaTagsMiddleware, meta_tags
 from .business import business_context, set_business_context
 from .capture import capture_errors
 from .config import SETTINGS, BridgeConfig, load_config
 from .exporter import SentrySpanExporter
+from .measurements import set_measurement
 from .processor import SentrySpanProcessor
 from .redis_hooks import redis_request_hook, redis_response_hook
 from .version import __version__
@@ -18,13 +21,18 @@ from .version import __version__
 __all__ = [
     "SETTINGS",
     "BridgeConfig",
+    "SentryMetaTagsASGIMiddleware",
+    "SentryMetaTagsMiddleware",
     "SentrySpanExporter",
     "SentrySpanProcessor",
     "__version__",
+    "add_breadcrumb",
     "business_context",
     "capture_errors",
     "load_config",
+    "meta_tags",
     "redis_request_hook",
     "redis_response_hook",
     "set_business_context",
+    "set_measurement",
 ]

@@ -897,6 +897,16 @@ def validate_item(item: Item, *, where: str | None = None) -> list[str]:
     return problems
 
 
+def _head_transaction(items: list[Item]) -> bool:
+    """Whether the envelope holds a transaction that starts its trace (no parent)."""
+    for item in items:
+        payload = item.json
+        if item.type == "transaction" and isinstance(payload, dict):
+            trace = _as_dict(_as_dict(payload.get("contexts")).get("trace"))
+            return not trace.get("parent_span_id")
+    return False
+
+
 def validate_envelope(
     headers: Mapping[str, Any], items: list[Item], *, public_key: str | None = None
 ) -> list[str]:
@@ -918,7 +928,10 @@ def validate_envelope(
             problems.append(f"{label}: DSC trace_id {dsc.get('trace_id')!r} must be 32 hex")
         if not _is_nonempty_str(dsc.get("public_key")):
             problems.append(f"{label}: DSC public_key is missing")
-        elif public_key is not None and dsc.get("public_key") != public_key:
+        elif (public_key is not None and dsc.get("public_key") != public_key
+              and _head_transaction(items)):
+            # A continued trace carries its head's DSC (maybe another project's key); a
+            # trace that starts here carries ours.
             problems.append(f"{label}: DSC public_key {dsc.get('public_key')!r} != DSN key")
         for key, value in dsc.items():
             if not isinstance(value, str):
@@ -1061,6 +1074,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_PUT = do_DELETE = _not_allowed
 
+    def do_OPTIONS(self) -> None:
+        """CORS preflight of a browser SDK's envelope POST (a page on another origin)."""
+        self.close_connection = True
+        requested = self.headers.get("Access-Control-Request-Headers")
+        _respond(self, 200, b"", {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": requested or "Content-Type",
+            "Access-Control-Max-Age": "600",
+        })
+
 
 def _respond(
     handler: BaseHTTPRequestHandler,
@@ -1075,6 +1098,10 @@ def _respond(
         handler.send_header("Content-Length", str(len(body)))
         for key, value in headers.items():
             handler.send_header(key, value)
+        if handler.headers.get("Origin"):  # a browser SDK on another origin (CORS)
+            handler.send_header("Access-Control-Allow-Origin", "*")
+            handler.send_header("Access-Control-Expose-Headers",
+                                "X-Sentry-Rate-Limits, Retry-After")
         handler.end_headers()
         handler.wfile.write(body)
         handler.wfile.flush()
