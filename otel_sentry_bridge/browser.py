@@ -16,25 +16,36 @@ unchanged (an internal error included, logged once):
 
 * not a ``HEAD`` request; status 2xx-5xx other than 204, 206 and 304;
 * ``Content-Type: text/html`` (not UTF-16/32), no ``Content-Encoding``, ``Transfer-Encoding``,
-  ``Content-Range`` or trailers;
+  ``Content-Range``, digest (``Content-MD5``, ``Digest``, ``Content-Digest``, ``Repr-Digest``)
+  or trailers;
 * a complete body of known size: ``Content-Length`` up to :data:`MAX_BODY` that matches the
-  body (ASGI: or, without ``Content-Length``, a body sent in one message); a streamed body is
-  never held back;
-* the body has ``<head>`` (the tags go right after it) or ``</head>`` (right before it), and no
-  ``sentry-trace`` meta tag yet;
+  body (ASGI: or, without ``Content-Length``, at most :data:`MAX_BODY` bytes in one message).
+  A body is held back only while it stays within that size and, past its first 64 KiB, only if
+  they have an insertion point; else what was held goes out unchanged, the rest passes through.
+  A streamed body (no ``Content-Length``) is never held back;
+* the first 64 KiB of the body have ``<head>`` (the tags go right after it) or ``</head>``
+  (right before it), and the body has no ``sentry-trace`` meta tag yet;
 * a span is current when the response starts (WSGI ``start_response``, ASGI
   ``http.response.start``): the middleware must run inside the request's server span.
+
+A rewritten response gets its new ``Content-Length``, and a strong ``ETag`` becomes weak: the
+bytes differ from one response to the next. ``Last-Modified`` and ``Cache-Control`` stay: a
+cached (or 304-revalidated) page carries the trace of the request that rendered it. An ASGI app
+that raises after starting its response gets what was held sent first, as without the middleware.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
-import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 
+from ._html_inject import H, Held, rewritten_headers
+from ._html_inject import declared_length as _declared_length
+from ._html_inject import insert as _insert
 from ._internal_errors import log_internal_error
 from ._trace_headers import BAGGAGE, SENTRY_PREFIX, SENTRY_TRACE
 from .propagation import trace_headers
@@ -53,14 +64,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-H = TypeVar("H", str, bytes)
-
-_HEAD_OPEN = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
-_HEAD_CLOSE = re.compile(rb"</head\s*>", re.IGNORECASE)
-_TAGGED = re.compile(rb"<meta\s[^>]*name\s*=\s*[\"']?sentry-trace[\"'\s/>]", re.IGNORECASE)
-_NO_BODY = frozenset({204, 206, 304})
-_WIDE_CHARSETS = ("utf-16", "utf16", "utf-32", "utf32", "ucs-2", "ucs2", "ucs-4", "ucs4")
-_UNTOUCHABLE = frozenset({"content-encoding", "transfer-encoding", "content-range"})
 
 
 class _HTML(str):
@@ -95,53 +98,6 @@ def meta_tags(context: Context | None = None) -> str:
         return _HTML()
 
 
-def _declared_length(status: int, headers: Iterable[tuple[str, str]]) -> int | None:
-    """The ``Content-Length`` of a response a middleware may rewrite (-1: none declared);
-    ``None``: pass it through."""
-    if status < 200 or status in _NO_BODY:
-        return None
-    content_type: str | None = None
-    length: str | None = None
-    for name, value in headers:
-        name = name.lower()
-        if name in _UNTOUCHABLE:
-            return None
-        if name == "content-type":
-            if content_type is not None:
-                return None
-            content_type = value
-        elif name == "content-length":
-            if length is not None:
-                return None
-            length = value.strip()
-    if content_type is None:
-        return None
-    media, _, params = content_type.partition(";")
-    if media.strip().lower() != "text/html" or any(w in params.lower() for w in _WIDE_CHARSETS):
-        return None
-    if length is None:
-        return -1
-    if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY:
-        return None
-    return int(length)
-
-
-def _insert(body: bytes, tags: bytes) -> bytes | None:
-    """``body`` with ``tags`` right after ``<head>``, else right before ``</head>``; ``None``
-    when it has neither or already has a ``sentry-trace`` meta tag."""
-    if _TAGGED.search(body):
-        return None
-    match = _HEAD_OPEN.search(body)
-    if match is not None:
-        at = match.end()
-    else:
-        match = _HEAD_CLOSE.search(body)
-        if match is None:
-            return None
-        at = match.start()
-    return body[:at] + tags + body[at:]
-
-
 def _rewrite(
     body: bytes, length: int, tags: bytes, headers: list[tuple[H, H]], where: str,
 ) -> tuple[bytes, list[tuple[H, H]]] | None:
@@ -151,22 +107,24 @@ def _rewrite(
         if length >= 0 and len(body) != length:
             return None
         new = _insert(body, tags)
-        if new is None:
-            return None
-        size = str(len(new))
-        return new, [(name, _same_type(value, size) if _lower(name) == "content-length"
-                      else value) for name, value in headers]
+        return None if new is None else (new, rewritten_headers(headers, len(new)))
     except Exception as exc:
         log_internal_error(where, exc)
         return None
 
 
-def _lower(name: str | bytes) -> str:
-    return (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+def _held(length: int) -> Held:
+    """The buffer for a body of declared ``length`` (-1: none, then at most :data:`MAX_BODY`)."""
+    return Held(length if length >= 0 else MAX_BODY)
 
 
-def _same_type(like: H, text: str) -> H:  # ``text`` as str or as bytes, as ``like`` is
-    return text.encode("latin-1") if isinstance(like, bytes) else text
+def _hold(held: Held, chunk: bytes, where: str) -> bool:
+    """Guarded :meth:`Held.add`: ``False`` (send it all unchanged) on an internal error too."""
+    try:
+        return held.add(chunk)
+    except Exception as exc:
+        log_internal_error(where, exc)
+        return False
 
 
 def _plan(
@@ -176,7 +134,7 @@ def _plan(
     """``(declared length, tags)`` when the response ``describe()`` gives (status, headers) is
     to be rewritten (without ``Content-Length`` only if ``unsized``); guarded."""
     try:
-        length = _declared_length(*describe())
+        length = _declared_length(*describe(), MAX_BODY)
         if length is None or (length < 0 and not unsized):
             return None
         tags = meta_tags()
@@ -213,75 +171,98 @@ class SentryMetaTagsMiddleware:
 
 
 class _WsgiResponse:
-    """One response: passed through, or held back until its body is complete."""
+    """One response: passed through, or held back while its body may still get the tags."""
 
     def __init__(self, start_response: StartResponse) -> None:
         self._start_response = start_response
+        self._write: Callable[[bytes], object] | None = None  # the server's, once started
         self.started = False
         self.holding = False
         self.status = ""
         self.headers: list[tuple[str, str]] = []
         self.length = -1
         self.tags = b""
-        self.chunks: list[bytes] = []
+        self.held = Held(0)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None,
     ) -> Callable[[bytes], object]:
         self.started = True
-        if self.holding:  # the app starts over (exc_info): what it sent so far is void
-            self.chunks.clear()
+        self.held = Held(0)  # the app may start over (exc_info): what it sent so far is void
         plan = _plan(lambda: (_status_code(status), headers), _WSGI)
         if plan is None:
             self.holding = False
-            if exc_info is None:
-                return self._start_response(status, headers)
-            return self._start_response(status, headers, exc_info)
+            self._write = (self._start_response(status, headers) if exc_info is None
+                           else self._start_response(status, headers, exc_info))
+            return self._write
         self.holding = True
         self.status, self.headers = status, headers
         self.length, self.tags = plan
-        return self.chunks.append
+        self.held = _held(self.length)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        for chunk in self.take(data):
+            assert self._write is not None
+            self._write(chunk)
+
+    def take(self, chunk: bytes) -> list[bytes]:
+        """What to send now: nothing while the body is held back; all that was held once the
+        body can no longer get the tags (the response starts unchanged then)."""
+        if not self.holding:
+            return [chunk]
+        if _hold(self.held, chunk, _WSGI):
+            return []
+        chunks, self.held, self.holding = self.held.chunks, Held(0), False
+        self._write = self._start_response(self.status, self.headers)
+        return chunks
 
     def finish(self, result: Iterable[bytes]) -> Iterable[bytes]:
         if not self.started:  # the app calls start_response when its body is iterated
-            return _LazyBody(self, result)
+            return _Body(self, result)
         if not self.holding:
             return result
+        chunks = iter(result)
         try:
-            self.chunks.extend(result)
-        finally:
+            for chunk in chunks:
+                sent = self.take(chunk)
+                if not self.holding:  # it passes now: the rest is iterated by the server
+                    return _Body(self, result, chunks, sent)
+        except BaseException:
             _close(result)
-        if not self.holding:  # the app started over with a response that passes
-            return self.chunks
-        return self.release()
+            raise
+        _close(result)
+        return self.release() if self.holding else []
 
     def release(self) -> list[bytes]:
         """Start the response held back (the tags inserted if all went well): its body."""
-        body = b"".join(self.chunks)
-        self.chunks = []
+        body = b"".join(self.held.chunks)
+        self.held = Held(0)
         headers = self.headers
         rewritten = _rewrite(body, self.length, self.tags, headers, _WSGI)
         if rewritten is not None:
             body, headers = rewritten
         self.holding = False
-        self._start_response(self.status, headers)
+        self._write = self._start_response(self.status, headers)
         return [body]
 
 
-class _LazyBody:
-    """The body of an app that starts its response lazily (from its iterator)."""
+class _Body:
+    """The body the server iterates: ``sent`` first, then the rest of the app's (``chunks``,
+    else ``result``), held back while the response is."""
 
-    def __init__(self, response: _WsgiResponse, result: Iterable[bytes]) -> None:
+    def __init__(self, response: _WsgiResponse, result: Iterable[bytes],
+                 chunks: Iterator[bytes] | None = None, sent: list[bytes] | None = None) -> None:
         self.response = response
         self.result = result
+        self.chunks = chunks
+        self.sent = sent or []
 
     def __iter__(self) -> Iterator[bytes]:
         response = self.response
-        for chunk in self.result:
-            if response.holding:
-                response.chunks.append(chunk)
-            else:
-                yield chunk
+        yield from self.sent
+        for chunk in self.result if self.chunks is None else self.chunks:
+            yield from response.take(chunk)
         if response.holding:
             yield from response.release()
 
@@ -309,9 +290,10 @@ _ASGI = "SentryMetaTagsASGIMiddleware"
 class SentryMetaTagsASGIMiddleware:
     """ASGI middleware: Sentry's meta tags in HTML responses (see the module docs).
 
-    It must run inside OpenTelemetry's ``OpenTelemetryMiddleware`` (FastAPI/Starlette:
-    ``app.add_middleware(SentryMetaTagsASGIMiddleware)`` after instrumenting the app, or
-    ``OpenTelemetryMiddleware(SentryMetaTagsASGIMiddleware(app))``).
+    It must run inside OpenTelemetry's ``OpenTelemetryMiddleware``: FastAPI:
+    ``app.add_middleware(SentryMetaTagsASGIMiddleware)``; Starlette: in ``Starlette(middleware=
+    [...])`` (``StarletteInstrumentor`` adds its middleware with ``add_middleware``, which wraps
+    those added before); else ``OpenTelemetryMiddleware(SentryMetaTagsASGIMiddleware(app))``.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -322,19 +304,27 @@ class SentryMetaTagsASGIMiddleware:
             await self.app(scope, receive, send)
             return
         response = _AsgiResponse(send)
-        await self.app(scope, receive, response.send)
+        try:
+            await self.app(scope, receive, response.send)
+        except Exception:
+            # Started but failed: what was held goes out, as without the middleware (the server
+            # then ends the connection instead of sending its own 500). The app's error wins.
+            with contextlib.suppress(Exception):
+                await response.flush()
+            raise
         await response.flush()  # an app that returned without finishing its body
 
 
 class _AsgiResponse:
-    """One response: passed through, or its messages held back until the body is complete."""
+    """One response: passed through, or its messages held back while the body may still get
+    the tags."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.passing = False
         self.start: Message | None = None
         self.held: list[Message] = []
-        self.size = 0
+        self.body = Held(0)
         self.length = -1
         self.tags = b""
 
@@ -350,6 +340,7 @@ class _AsgiResponse:
                 if plan is not None:
                     self.start = message
                     self.length, self.tags = plan
+                    self.body = _held(self.length)
                     return
             self.passing = True
             await self._send(message)
@@ -359,19 +350,18 @@ class _AsgiResponse:
             await self._send(message)
             return
         self.held.append(message)
-        self.size += len(message.get("body", b""))
-        if message.get("more_body", False):
-            if self.length < 0 or self.size > self.length:
-                await self.flush()  # streamed, or longer than declared: not ours to hold
-            return
-        await self._release()
+        more = message.get("more_body", False)
+        if not _hold(self.body, message.get("body", b""), _ASGI) or (more and self.length < 0):
+            await self.flush()  # too long, no <head> at its start, or streamed: not ours to hold
+        elif not more:
+            await self._release()
 
     async def _release(self) -> None:
         start, held = self.start, self.held
         assert start is not None
-        body = b"".join(message.get("body", b"") for message in held)
+        body = b"".join(self.body.chunks)
         rewritten = _rewrite(body, self.length, self.tags, _raw_headers(start), _ASGI)
-        self.passing, self.start, self.held = True, None, []
+        self.passing, self.start, self.held, self.body = True, None, [], Held(0)
         if rewritten is None:
             await self._send(start)
             for message in held:
@@ -384,7 +374,7 @@ class _AsgiResponse:
     async def flush(self) -> None:
         """Send what is held back, unchanged, and pass the rest through."""
         start, held = self.start, self.held
-        self.passing, self.start, self.held = True, None, []
+        self.passing, self.start, self.held, self.body = True, None, [], Held(0)
         if start is not None:
             await self._send(start)
             for message in held:

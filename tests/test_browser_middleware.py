@@ -206,6 +206,11 @@ def test_wsgi_flask_server_span_is_current(bridge: BridgeCapture) -> None:
     pytest.param(html_app(content_type="application/json"), "GET", id="json"),
     pytest.param(html_app(extra=[("Content-Encoding", "gzip")]), "GET", id="compressed"),
     pytest.param(html_app(content_type="text/html; charset=utf-16"), "GET", id="utf-16"),
+    pytest.param(html_app(extra=[("Content-MD5", "Q2hlY2sgSW50ZWdyaXR5IQ==")]), "GET", id="md5"),
+    pytest.param(html_app(extra=[("Digest", "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kb=")]),
+                 "GET", id="digest"),
+    pytest.param(html_app(extra=[("Content-Digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OW=:")]),
+                 "GET", id="content-digest"),
     pytest.param(html_app(body=PAGE.replace(b"<head>", b"<head><meta name=\"sentry-trace\" "
                                                       b"content=\"x\">")), "GET", id="tagged"),
     pytest.param(html_app(body=b"<p>a fragment</p>"), "GET", id="no-head"),
@@ -343,6 +348,7 @@ def test_asgi_inserts_tags_and_fixes_content_length(bridge: BridgeCapture) -> No
 @pytest.mark.parametrize("messages", [
     pytest.param([start(b"application/json"), body(PAGE)], id="json"),
     pytest.param([start(extra=[(b"content-encoding", b"br")]), body(PAGE)], id="compressed"),
+    pytest.param([start(extra=[(b"repr-digest", b"sha-256=:AAAA:")]), body(PAGE)], id="digest"),
     pytest.param([start(length=None), body(PAGE[:20], more=True), body(PAGE[20:])],
                  id="streamed"),
     pytest.param([start(length=5), body(PAGE)], id="wrong-length"),
@@ -415,3 +421,237 @@ def test_wsgi_app_starting_over_with_exc_info(bridge: BridgeCapture) -> None:
         result = SentryMetaTagsMiddleware(app)({"REQUEST_METHOD": "GET"}, start_response)
         assert b"".join(result) == b"oops"
     assert calls == [("500 Internal Server Error", True)]
+
+
+# ------------------------------------------------------------------- bounds, validators, errors
+
+KIB = 1024
+
+
+def padded(before_head: int, size: int) -> bytes:
+    """An HTML page of ``size`` bytes whose ``<head>`` comes after ``before_head`` bytes."""
+    start = b"<html><!--" + b"p" * before_head + b"--><head><title>t</title></head><body>"
+    end = b"</body></html>"
+    return start + b"b" * (size - len(start) - len(end)) + end
+
+
+def counted_app(chunks: list[bytes], consumed: list[int], length: int | None,
+                lazy: bool = False) -> Any:
+    """A WSGI app whose body generator records in ``consumed`` how many chunks it yielded (and
+    starts the response, if ``lazy``)."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        headers = [("Content-Type", "text/html")]
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
+        if not lazy:
+            start_response("200 OK", headers)
+
+        def generate() -> Iterator[bytes]:
+            if lazy:
+                start_response("200 OK", headers)
+            for chunk in chunks:
+                consumed.append(1)
+                yield chunk
+        return generate()
+    return app
+
+
+def serve_wsgi(app: Any, consumed: list[int]) -> tuple[Headers, bytes, int]:
+    """Like a server: the headers, the body and how many chunks the app had yielded when the
+    first one reached the server."""
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: Headers, exc_info: Any = None) -> Any:
+        seen.update(headers=headers)
+        return lambda data: None
+
+    result = app({"REQUEST_METHOD": "GET"}, start_response)
+    received: list[bytes] = []
+    first_at = -1
+    try:
+        for chunk in result:
+            if chunk and first_at < 0:
+                assert "headers" in seen  # started before its first chunk
+                first_at = len(consumed)
+            received.append(chunk)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return seen["headers"], b"".join(received), first_at
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy-start"])
+def test_wsgi_body_longer_than_content_length_is_not_read_whole(bridge: BridgeCapture,
+                                                                lazy: bool) -> None:
+    chunks = [PAGE[:30], PAGE[30:], *[b"x" * KIB] * 200]
+    consumed: list[int] = []
+    with server_span(bridge):
+        headers, data, first_at = serve_wsgi(SentryMetaTagsMiddleware(
+            counted_app(chunks, consumed, len(PAGE), lazy)), consumed)
+    assert first_at == 3  # the chunk that went past Content-Length, not all 202
+    assert data == b"".join(chunks) and header(headers, "Content-Length") == str(len(PAGE))
+
+
+def test_wsgi_large_streamed_body_passes_at_once(bridge: BridgeCapture) -> None:
+    chunks = [PAGE[:40], *[b"x" * (64 * KIB)] * 100, PAGE[40:]]  # 6.4 MB, no Content-Length
+    consumed: list[int] = []
+    with server_span(bridge):
+        headers, data, first_at = serve_wsgi(SentryMetaTagsMiddleware(
+            counted_app(chunks, consumed, None)), consumed)
+    assert first_at == 1 and len(consumed) == len(chunks)
+    assert data == b"".join(chunks) and header(headers, "Content-Length") is None
+
+
+@pytest.mark.parametrize(("before_head", "rewritten", "first_at"), [
+    pytest.param(60 * KIB - 16, True, 256, id="head-in-first-64KiB"),
+    pytest.param(70 * KIB, False, 16, id="no-head-in-first-64KiB"),
+])
+def test_wsgi_head_is_looked_for_in_the_first_64_kib(bridge: BridgeCapture, before_head: int,
+                                                     rewritten: bool, first_at: int) -> None:
+    page = padded(before_head, 1024 * KIB)
+    chunks = [page[i:i + 4 * KIB] for i in range(0, len(page), 4 * KIB)]
+    assert len(page) == 1024 * KIB and len(chunks) == 256
+    if rewritten:  # <head> spans two chunks
+        assert chunks[14].endswith(b"<he") and chunks[15].startswith(b"ad>")
+    consumed: list[int] = []
+    with server_span(bridge):
+        headers, data, first = serve_wsgi(SentryMetaTagsMiddleware(
+            counted_app(chunks, consumed, len(page))), consumed)
+    assert first == first_at  # 256: held to the end; 16: given up after 64 KiB
+    assert (META.search(data) is not None) is rewritten
+    assert header(headers, "Content-Length") == str(len(data))
+    if not rewritten:
+        assert data == page
+
+
+def test_wsgi_write_past_content_length_goes_out_at_once(bridge: BridgeCapture) -> None:
+    written: list[bytes] = []
+    events: list[str] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/html"),
+                                          ("Content-Length", str(len(PAGE)))])
+        write(PAGE)
+        events.append("held")
+        write(b"too long")
+        events.append("past")
+        write(b"!")
+        return [b"end"]
+
+    def start_response(status: str, headers: Headers, exc_info: Any = None) -> Any:
+        events.append("start")
+        assert header(headers, "Content-Length") == str(len(PAGE))
+        return written.append
+
+    with server_span(bridge):
+        result = SentryMetaTagsMiddleware(app)({"REQUEST_METHOD": "GET"}, start_response)
+    assert events == ["held", "start", "past"] and written == [PAGE, b"too long", b"!"]
+    assert list(result) == [b"end"]
+
+
+@pytest.mark.parametrize(("etag", "expected"), [
+    ('"v1-abc"', 'W/"v1-abc"'),
+    (' "v1-abc"', 'W/"v1-abc"'),
+    ('W/"v1-abc"', 'W/"v1-abc"'),
+])
+def test_strong_etag_becomes_weak_when_the_body_changes(bridge: BridgeCapture, etag: str,
+                                                         expected: str) -> None:
+    extra = [("ETag", etag), ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+             ("Cache-Control", "max-age=60")]
+    raw_extra = [(k.lower().encode(), v.encode()) for k, v in extra]
+    with server_span(bridge):
+        _, headers, data, _ = call_wsgi(SentryMetaTagsMiddleware(html_app(extra=extra)))
+        sent = run_asgi(SentryMetaTagsASGIMiddleware(asgi_app([start(extra=raw_extra),
+                                                               body(PAGE)])))
+        _, untagged, _, _ = call_wsgi(SentryMetaTagsMiddleware(html_app(
+            body=b"<p>no head</p>", extra=extra)))
+    assert META.search(data) is not None and META.search(sent[1]["body"]) is not None
+    assert header(headers, "ETag") == expected
+    assert dict(sent[0]["headers"])[b"etag"] == expected.encode()
+    for name, value in extra[1:]:  # the other validators and the cache policy stay
+        assert header(headers, name) == value
+        assert dict(sent[0]["headers"])[name.lower().encode()] == value.encode()
+    assert header(untagged, "ETag") == etag  # unchanged body: unchanged ETag
+
+
+def serve_asgi(app: Any, sent: list[Message], progress: list[int] | None = None) -> None:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append({**message, "app_sent": len(progress or [])})
+
+    asyncio.run(app({"type": "http", "method": "GET", "path": "/page"}, receive, send))
+
+
+def counted_asgi_app(messages: list[Message], progress: list[int]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in messages:
+            progress.append(1)
+            await send(message)
+    return app
+
+
+def test_asgi_body_longer_than_content_length_is_not_held_whole(bridge: BridgeCapture) -> None:
+    messages = [start(), body(PAGE, more=True), *[body(b"x" * KIB, more=True)] * 100, body(b"")]
+    progress: list[int] = []
+    sent: list[Message] = []
+    with server_span(bridge):
+        serve_asgi(SentryMetaTagsASGIMiddleware(counted_asgi_app(messages, progress)), sent,
+                   progress)
+    assert sent[0]["app_sent"] == 3  # start and PAGE held; sent at the chunk past the length
+    assert [{k: v for k, v in m.items() if k != "app_sent"} for m in sent] == messages
+
+
+def test_asgi_no_head_in_first_64_kib_and_absolute_cap(bridge: BridgeCapture) -> None:
+    page = padded(70 * KIB, 512 * KIB)
+    messages = [start(length=len(page)),
+                *[body(page[i:i + 8 * KIB], more=True) for i in range(0, len(page), 8 * KIB)],
+                body(b"")]
+    progress: list[int] = []
+    sent: list[Message] = []
+    huge = padded(0, browser.MAX_BODY + 1)  # no Content-Length, one message: over the cap
+    with server_span(bridge):
+        serve_asgi(SentryMetaTagsASGIMiddleware(counted_asgi_app(messages, progress)), sent,
+                   progress)
+        assert run_asgi(SentryMetaTagsASGIMiddleware(asgi_app(
+            [start(length=None), body(huge)]))) == [start(length=None), body(huge)]
+        fits = padded(0, browser.MAX_BODY)
+        tagged = run_asgi(SentryMetaTagsASGIMiddleware(asgi_app([start(length=None),
+                                                                 body(fits)])))
+    assert sent[0]["app_sent"] == 1 + 8  # start and 64 KiB: no <head> there, sent unchanged
+    assert [{k: v for k, v in m.items() if k != "app_sent"} for m in sent] == messages
+    assert META.search(tagged[1]["body"]) is not None
+
+
+@pytest.mark.parametrize("messages", [
+    pytest.param([start()], id="start"),
+    pytest.param([start(), body(PAGE[:20], more=True)], id="start-and-body"),
+])
+def test_asgi_app_raising_after_start_gets_its_messages_sent(
+        bridge: BridgeCapture, messages: list[Message]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in messages:
+            await send(message)
+        raise RuntimeError("template failed")
+
+    sent: list[Message] = []
+    with server_span(bridge), pytest.raises(RuntimeError, match="template failed"):
+        serve_asgi(SentryMetaTagsASGIMiddleware(app), sent)
+    assert [{k: v for k, v in m.items() if k != "app_sent"} for m in sent] == messages
+
+
+def test_asgi_app_error_wins_over_a_failing_send(bridge: BridgeCapture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start())
+        raise RuntimeError("template failed")
+
+    async def send(message: Message) -> None:
+        raise OSError("client went away")
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    with server_span(bridge), pytest.raises(RuntimeError, match="template failed"):
+        asyncio.run(SentryMetaTagsASGIMiddleware(app)({"type": "http", "method": "GET"},
+                                                      receive, send))
