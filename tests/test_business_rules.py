@@ -14,8 +14,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind
 from sentry_receiver import validate_event
 
-from otel_sentry_bridge._mapping import MappingContext, context
-from otel_sentry_bridge._mapping.rules import BAGGAGE_PREFIX, Rule
+from otel_sentry_bridge import _send
+from otel_sentry_bridge._mapping import MappingContext, build_transaction
+from otel_sentry_bridge._mapping.context import merge_tags
+from otel_sentry_bridge._mapping.rules import BAGGAGE_PREFIX, Rule, compile_rules
+from otel_sentry_bridge._rules_env import context_env
 from otel_sentry_bridge.business import from_baggage
 from otel_sentry_bridge.config import load_config
 from otel_sentry_bridge.testing import BridgeCapture
@@ -173,9 +176,16 @@ def test_bad_rule_entries_are_warned_once_per_setting_and_good_ones_apply(
     cfg = load_config(env, None, seen.append)
     assert cfg.user_attributes[0] == "id=baggage:user_id" and cfg.max_tags == 200
     assert [w.split("=", 1)[0] for w in seen] == ["SENTRY_BRIDGE_MAX_TAGS"]
-    with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"):
-        ctx = MappingContext.from_config(cfg, "1.0", environ={})
-    messages = [r.getMessage() for r in caplog.records]
+    # The mapping only hands its problems to the caller's sink: it never logs by itself.
+    with caplog.at_level(logging.DEBUG, logger="otel_sentry_bridge"):
+        quiet = MappingContext.from_config(cfg, "1.0")
+        assert caplog.records == []
+        messages: list[str] = []
+        ctx = MappingContext.from_config(cfg, "1.0", warn=messages.append)
+        assert caplog.records == []
+    assert quiet == ctx
+    assert compile_rules(cfg.user_attributes, cfg.tag_attributes, cfg.context_attributes,
+                         cfg.context_name)[2] == tuple(messages)
     assert len(messages) == 4, messages
     user, tags, contexts, name = messages
     assert user.startswith("SENTRY_BRIDGE_USER_ATTRIBUTES: left out 'phone=attr:x'")
@@ -191,6 +201,15 @@ def test_bad_rule_entries_are_warned_once_per_setting_and_good_ones_apply(
     assert rules.context == (Rule("order", "attr", "app.order"),)
     assert rules.context_name == "business" and rules.baggage == {"user_id", "plan"}
     assert ctx.tag_attributes == ("tenant.id",)  # bare names keep the historical path
+    # The pipeline logs them, one warning per setting, when it is built.
+    with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"):
+        bridge = BridgeCapture(user_attributes=cfg.user_attributes,
+                               tag_attributes=cfg.tag_attributes,
+                               context_attributes=cfg.context_attributes,
+                               context_name=cfg.context_name)
+    bridge.close()
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("SENTRY_")]
+    assert logged == messages
 
 
 @pytest.mark.parametrize(
@@ -220,7 +239,7 @@ def test_good_entries_apply_next_to_bad_ones(capture: BridgeCapture) -> None:
 def test_tag_cap_keeps_rule_tags_first_and_warns_once(
     capture: BridgeCapture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(context, "_warned_tags", [])
+    monkeypatch.setattr(_send, "_tags_warned", [])
     tracer = capture.tracer_provider.get_tracer("app")
     attributes = {f"sentry.tag.t{i}": f"v{i}" for i in range(10)}
     with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"):
@@ -235,6 +254,27 @@ def test_tag_cap_keeps_rule_tags_first_and_warns_once(
         assert txn["tags"] == {"first": "x" * 197 + "...", "t0": "v0", "t1": "v1"}
     warnings = [m for m in (r.getMessage() for r in caplog.records) if "MAX_TAGS" in m]
     assert len(warnings) == 1 and warnings[0].startswith("an event had 8 tags more")
+    assert capture.pipeline.drops.total() == 0  # tags are no item category: not a drop
+
+
+def test_merge_tags_is_pure_and_returns_how_many_it_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parts = [(("a", "root"), ("b", "1")), (("a", "child"), ("c", "2"), ("d", "3"))]
+    with caplog.at_level(logging.DEBUG, logger="otel_sentry_bridge"):
+        assert merge_tags(parts, 2) == ({"a": "root", "b": "1"}, 2)
+        assert merge_tags(parts, 2) == ({"a": "root", "b": "1"}, 2)
+        assert merge_tags(parts) == ({"a": "root", "b": "1", "c": "2", "d": "3"}, 0)
+    assert caplog.records == []
+    provider = TracerProvider(shutdown_on_exit=False)
+    with provider.get_tracer("app").start_as_current_span(
+        "job", attributes={f"sentry.tag.t{i}": "v" for i in range(5)},
+    ) as root:
+        pass
+    assert isinstance(root, ReadableSpan)
+    mapped = build_transaction(root, [], MappingContext(max_tags=2))
+    assert mapped is not None and mapped.dropped_tags == 3
+    assert mapped.event["tags"] == {"t0": "v", "t1": "v"}
 
 
 def test_settings_come_from_the_environment() -> None:
@@ -251,6 +291,10 @@ def test_settings_come_from_the_environment() -> None:
     assert cfg.context_attributes == ("resource:cloud.region",)
     assert (cfg.context_name, cfg.context_env, cfg.max_tags) == (
         "checkout", ("APP_REGION", "HOSTNAME"), 50)
-    ctx = MappingContext.from_config(cfg, "1.0", environ={"APP_REGION": "eu", "OTHER": "x"})
+    # Read once, outside the mapping (the pipeline passes os.environ's filtered values on).
+    env = context_env(cfg, {"APP_REGION": "eu", "OTHER": "x"})
+    assert env == (("APP_REGION", "eu"),)
+    assert context_env(cfg.replace(context_env=()), {"APP_REGION": "eu"}) == ()
+    ctx = MappingContext.from_config(cfg, "1.0", env)
     assert ctx.context_env == (("APP_REGION", "eu"),)
     assert ctx.rules.context_name == "checkout" and ctx.max_tags == 50

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,7 +29,6 @@ from .values import (
 )
 
 MAX_TAGS = 200
-_warned_tags: list[int] = []
 
 
 def resource_fields(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
@@ -151,9 +149,10 @@ def span_tags(data: Attrs, ctx: MappingContext) -> tuple[tuple[str, str], ...]:
 
 def merge_tags(
     parts: Iterable[tuple[tuple[str, str], ...]], limit: int = MAX_TAGS
-) -> dict[str, str]:
-    """Event tags from per-span tags; the first part (the root) wins, at most ``limit`` tags
-    (``SENTRY_BRIDGE_MAX_TAGS``; the first time tags are left out, one warning is logged)."""
+) -> tuple[dict[str, str], int]:
+    """``(event tags, how many were left out)`` from per-span tags; the first part (the root)
+    wins, at most ``limit`` tags (``SENTRY_BRIDGE_MAX_TAGS``; the worker logs the first time
+    tags are left out)."""
     tags: dict[str, str] = {}
     dropped = 0
     for part in parts:
@@ -163,12 +162,7 @@ def merge_tags(
                     tags[name] = text
                 else:
                     dropped += 1
-    if dropped and not _warned_tags:
-        _warned_tags.append(dropped)  # once per process: the mapping stays quiet otherwise
-        logging.getLogger("otel_sentry_bridge").warning(
-            "an event had %d tags more than SENTRY_BRIDGE_MAX_TAGS=%d: they were left out "
-            "(logged once)", dropped, limit)
-    return tags
+    return tags, dropped
 
 
 def request_interface(attrs: Attrs, ctx: MappingContext) -> dict[str, Any] | None:

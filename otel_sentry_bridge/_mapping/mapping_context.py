@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from otel_sentry_bridge.config import BridgeConfig
 
-from .rules import NO_RULES, Rules, compile_rules, read_env
+from .rules import NO_RULES, Rules, compile_rules
 
 
 @dataclass(frozen=True)
@@ -37,19 +35,25 @@ class MappingContext:
 
     @classmethod
     def from_config(
-        cls, cfg: BridgeConfig, sdk_version: str, environ: Mapping[str, str] | None = None
+        cls,
+        cfg: BridgeConfig,
+        sdk_version: str,
+        context_env: tuple[tuple[str, str], ...] = (),
+        warn: Callable[[str], None] | None = None,
     ) -> MappingContext:
         """Derive the mapping context (including the DSN's host and port) from settings.
 
-        Bad rule entries are logged (one warning per setting) and left out. The variables named
-        by ``context_env`` are read here, once (from ``environ``, by default ``os.environ``):
-        the mapping itself never reads the environment.
+        ``context_env``: the ``(name, value)`` pairs of ``SENTRY_BRIDGE_CONTEXT_ENV``, already
+        read and filtered by the caller (``otel_sentry_bridge._rules_env.context_env``): the
+        mapping never reads the environment. Bad rule entries are left out; each problem (one
+        per setting, naming the bad entries) goes to ``warn``, the caller's sink (the pipeline
+        logs them), like ``load_config``'s ``warn``.
         """
-        warn = logging.getLogger("otel_sentry_bridge").warning
-        rules, plain_tags = compile_rules(cfg.user_attributes, cfg.tag_attributes,
-                                          cfg.context_attributes, cfg.context_name, warn)
-        env = read_env(cfg.context_env, os.environ if environ is None else environ,
-                       cfg.send_default_pii) if cfg.context_env else ()
+        rules, plain_tags, problems = compile_rules(
+            cfg.user_attributes, cfg.tag_attributes, cfg.context_attributes, cfg.context_name)
+        if warn is not None:
+            for problem in problems:
+                warn(problem)
         host: str | None = None
         port: int | None = None
         if cfg.dsn:
@@ -73,6 +77,6 @@ class MappingContext:
             own_port=port,
             sdk_version=sdk_version,
             rules=rules,
-            context_env=env,
+            context_env=context_env,
             max_tags=cfg.max_tags,
         )

@@ -3,8 +3,9 @@
 
 The settings (``SENTRY_BRIDGE_USER_ATTRIBUTES``, ``SENTRY_BRIDGE_TAG_ATTRIBUTES``,
 ``SENTRY_BRIDGE_CONTEXT_ATTRIBUTES``, ``SENTRY_BRIDGE_CONTEXT_NAME``) are compiled once, by
-:meth:`MappingContext.from_config`, into a frozen :class:`Rules`; a bad entry is reported through
-the ``warn`` callback (one warning per setting) and left out, the good entries apply.
+:meth:`MappingContext.from_config`, into a frozen :class:`Rules`; a bad entry is left out (the
+good entries apply) and named in the problems :func:`compile_rules` returns (one message per
+setting), which the caller logs: the mapping itself never logs.
 
 A source is ``attr:<span attribute>`` (or a bare attribute name), ``baggage:<entry>`` or
 ``resource:<resource attribute>``. Baggage never reaches the mapping: ``SentrySpanProcessor``
@@ -18,12 +19,12 @@ data would not: PII keys without ``send_default_pii``, ``[Filtered]`` values are
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .scrub import FILTERED, is_secret_key, scrub_text
-from .values import MAX_VALUE_CHARS, safe_str, tag_key, tag_value
+from .scrub import FILTERED, is_secret_key
+from .values import safe_str, tag_key, tag_value
 
 #: Attribute prefix under which the processor puts baggage entries named by a rule.
 BAGGAGE_PREFIX = "sentry_bridge.baggage."
@@ -73,8 +74,6 @@ class Rules:
 
 NO_RULES = Rules()
 
-
-Warn = Callable[[str], None]
 
 
 def _source(text: str) -> tuple[str, str]:
@@ -133,14 +132,17 @@ def _plain_key(entry: str) -> str:
 
 def compile_rules(
     user: Sequence[str], tags: Sequence[str], context: Sequence[str], context_name: str | None,
-    warn: Warn | None = None,
-) -> tuple[Rules, tuple[str, ...]]:
-    """Compile the rule settings: ``(rules, plain tag attribute names)``.
+) -> tuple[Rules, tuple[str, ...], tuple[str, ...]]:
+    """Compile the rule settings: ``(rules, plain tag attribute names, problems)``.
+
+    ``problems``: one message per setting with bad entries (naming them; they are left out)
+    and one for a bad context name (the default is used), for the caller to log.
 
     Plain names (``tenant.plan`` or ``attr:tenant.plan``) keep the historical
     ``SENTRY_BRIDGE_TAG_ATTRIBUTES`` path (any span, the tag keeps the attribute's name).
     """
     plain: list[str] = []
+    problems: list[str] = []
     compiled: dict[str, list[Rule]] = {"user": [], "tags": [], "context": []}
     for env, entries, kind in (
         ("SENTRY_BRIDGE_USER_ATTRIBUTES", user, "user"),
@@ -164,14 +166,13 @@ def compile_rules(
                                                       "context"))
             except ValueError as exc:
                 bad.append(f"{entry[:80]!r} ({exc})")
-        if bad and warn is not None:
-            warn(f"{env}: left out {'; '.join(bad)}. The other entries apply.")
+        if bad:
+            problems.append(f"{env}: left out {'; '.join(bad)}. The other entries apply.")
     name = (context_name or "").strip() or DEFAULT_CONTEXT_NAME
     if not _CONTEXT_NAME.fullmatch(name) or name.lower() in RESERVED_CONTEXTS:
-        if warn is not None:
-            warn(f"SENTRY_BRIDGE_CONTEXT_NAME={name[:80]!r} is invalid; expected letters, "
-                 "digits, '_', '.' or '-' (at most 64) and not a context Sentry or the bridge "
-                 f"uses. Using the default ({DEFAULT_CONTEXT_NAME!r}).")
+        problems.append(f"SENTRY_BRIDGE_CONTEXT_NAME={name[:80]!r} is invalid; expected "
+                        "letters, digits, '_', '.' or '-' (at most 64) and not a context Sentry "
+                        f"or the bridge uses. Using the default ({DEFAULT_CONTEXT_NAME!r}).")
         name = DEFAULT_CONTEXT_NAME
     every = [*compiled["user"], *compiled["tags"], *compiled["context"]]
     baggage = frozenset(
@@ -179,26 +180,7 @@ def compile_rules(
     )
     rules = Rules(tuple(compiled["user"]), tuple(compiled["tags"]), tuple(compiled["context"]),
                   name, baggage)
-    return rules, tuple(dict.fromkeys(plain))
-
-
-def read_env(
-    names: Iterable[str], environ: Mapping[str, str], send_pii: bool
-) -> tuple[tuple[str, str], ...]:
-    """The named environment variables that are set: values of secret-looking names are
-    ``[Filtered]``, URL credentials (and query strings unless ``send_pii``) are removed."""
-    out: dict[str, str] = {}
-    for raw in names:
-        name = raw.strip()
-        value = environ.get(name) if name else None
-        if value is None or name in out:
-            continue
-        if is_secret_key(name):
-            out[name] = FILTERED
-        else:
-            text = scrub_text(value, send_pii)
-            out[name] = text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
-    return tuple(out.items())
+    return rules, tuple(dict.fromkeys(plain)), tuple(problems)
 
 
 def _lookup(rule: Rule, datas: Sequence[Mapping[str, Any]], resource: Mapping[str, Any]) -> Any:

@@ -35,6 +35,8 @@ class MappedTransaction:
     filtered_spans: int = 0
     #: error events from the ``exception`` span events of this transaction's spans
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: tags left out over ``SENTRY_BRIDGE_MAX_TAGS`` (logged by the worker, not a drop)
+    dropped_tags: int = 0
 
 #: What Relay itself calls a transaction without a name.
 UNLABELED = "<unlabeled transaction>"
@@ -207,11 +209,11 @@ def build_transaction(
     _break_cycles(mapped, root_id)
 
     measurements = transaction_measurements(root, templates, recorded)
-    event = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
+    event, dropped_tags = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
     if measurements:
         event["measurements"] = measurements
     errors = error_events(recorded, event, ctx, mapped) if recorded else []
-    return MappedTransaction(event, dropped, filtered, errors)
+    return MappedTransaction(event, dropped, filtered, errors, dropped_tags)
 
 
 def _has_events(span: ReadableSpan) -> bool:
@@ -228,7 +230,7 @@ def _assemble(
     spans: list[SentrySpan],
     templates: list[SpanTemplate],
     ctx: MappingContext,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], int]:
     op = root_mapped["op"]
     name, source = transaction_name(root, root_attrs, op, root_mapped["description"])
     trace_context: dict[str, Any] = {
@@ -277,7 +279,8 @@ def _assemble(
             contexts[ctx.rules.context_name] = business
     if ctx.context_env:
         contexts[ENV_CONTEXT] = dict(ctx.context_env)
-    tags = merge_tags(chain((rule_tags,), (t.tag_items for t in templates)), ctx.max_tags)
+    tags, dropped_tags = merge_tags(chain((rule_tags,), (t.tag_items for t in templates)),
+                                    ctx.max_tags)
     status_code = root_mapped["data"].get("http.response.status_code")
     if not (type(status_code) is int and 100 <= status_code <= 999):
         status_code = None
@@ -294,4 +297,4 @@ def _assemble(
     user = merge_user(chain((rule_user,), (t.user for t in templates)))
     if user:
         event["user"] = user
-    return event
+    return event, dropped_tags
