@@ -43,7 +43,9 @@ Chain = list[dict[str, Any]]
 
 
 class LiveStash:
-    """Exception chains by trace (the least recently added trace evicted first)."""
+    """Exception chains by trace, bounded in entries and (estimated) size: the oldest chain
+    of the least recently added trace is forgotten first. Forgetting one loses nothing: its
+    error event gets the frames parsed from ``exception.stacktrace`` instead."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES, max_chars: int = MAX_CHARS) -> None:
         self.max_entries = max_entries
@@ -51,6 +53,8 @@ class LiveStash:
         self._traces: OrderedDict[int, list[tuple[int, Chain, int]]] = OrderedDict()
         self._entries = 0
         self._chars = 0
+        #: chains forgotten to stay within the bounds (their events use the parsed text)
+        self.evicted = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -64,15 +68,21 @@ class LiveStash:
                 entries = self._traces[trace_id] = []
             else:
                 self._traces.move_to_end(trace_id)
+            # what a chain costs beyond its source text: dicts, ints, names (~3x measured)
+            chars = 3 * chars + 512 * sum(len(e["frames"]) for e in chain)
             entries.append((span_id, chain, chars))
             self._entries += 1
             self._chars += chars
-            while self._entries > self.max_entries or (
-                self._chars > self.max_chars and len(self._traces) > 1
-            ):
-                _, evicted = self._traces.popitem(last=False)
-                self._entries -= len(evicted)
-                self._chars -= sum(item[2] for item in evicted)
+            while self._entries > self.max_entries or self._chars > self.max_chars:
+                # the oldest chain of the least recently added trace goes (one long-lived
+                # trace can fill the table too)
+                oldest_id, oldest = next(iter(self._traces.items()))
+                _, _, gone_chars = oldest.pop(0)
+                if not oldest:
+                    del self._traces[oldest_id]
+                self._entries -= 1
+                self._chars -= gone_chars
+                self.evicted += 1  # its exception still gets frames parsed from the text
 
     def take(self, trace_id: int, span_ids: set[int] | frozenset[int]) -> list[Chain]:
         """Remove and return the chains recorded on ``span_ids`` of ``trace_id``."""

@@ -141,22 +141,28 @@ _LOCK = threading.Lock()
 HANDLER = BreadcrumbLogHandler()
 
 
+#: ``Logger.callHandlers`` as it was before :func:`install` wrapped it (kept for good: the wrapper
+#: calls it through a closure, so switching off never leaves a caller without it).
 _ORIGINAL_CALL_HANDLERS: Any = None
+_ACTIVE = False
 
 
-def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
-    """``Logger.callHandlers`` that first keeps the record for breadcrumbs. Not a handler on
-    the root logger: one there would stop Python's last-resort handler, and an app that never
-    configured logging would no longer print its warnings and errors."""
-    if record.levelno >= HANDLER.level:
-        HANDLER.handle(record)  # never raises
-    _ORIGINAL_CALL_HANDLERS(self, record)
+def _wrap(original: Any) -> Any:
+    def call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+        """``Logger.callHandlers`` that first keeps the record for breadcrumbs. Not a handler
+        on the root logger: one there would stop Python's last-resort handler, and an app that
+        never configured logging would no longer print its warnings and errors."""
+        if _ACTIVE and record.levelno >= HANDLER.level:
+            HANDLER.handle(record)  # never raises
+        original(self, record)
+
+    return call_handlers
 
 
 def install(level: int | None) -> BreadcrumbLogHandler | None:
     """Keep log records at ``level`` and above for breadcrumbs (once; a later call sets the
     level); ``None`` stops it."""
-    global _ORIGINAL_CALL_HANDLERS
+    global _ORIGINAL_CALL_HANDLERS, _ACTIVE
     if level is None:
         uninstall()
         return None
@@ -164,18 +170,24 @@ def install(level: int | None) -> BreadcrumbLogHandler | None:
         HANDLER.setLevel(level)  # no lock taken
         if _ORIGINAL_CALL_HANDLERS is None:
             _ORIGINAL_CALL_HANDLERS = logging.Logger.callHandlers
-            logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
+            logging.Logger.callHandlers = _wrap(  # type: ignore[method-assign]
+                _ORIGINAL_CALL_HANDLERS)
+        _ACTIVE = True
         return HANDLER
 
 
+def installed() -> bool:
+    """Whether records are being kept."""
+    return _ACTIVE
+
+
 def uninstall() -> None:
-    """Stop keeping records and forget what was kept (tests, ``off``)."""
-    global _ORIGINAL_CALL_HANDLERS
+    """Stop keeping records and forget what was kept (tests, ``off``). The wrapper stays (a
+    thread may be inside it, and another library may have wrapped it in turn); switched off
+    it only calls the original."""
+    global _ACTIVE
     with _LOCK:
-        if (_ORIGINAL_CALL_HANDLERS is not None
-                and logging.Logger.callHandlers is _call_handlers):  # not wrapped by another
-            logging.Logger.callHandlers = _ORIGINAL_CALL_HANDLERS  # type: ignore[method-assign]
-            _ORIGINAL_CALL_HANDLERS = None
+        _ACTIVE = False
         STORE.clear()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,8 @@ def exit_flush(pipeline: Pipeline) -> None:
     """At exit (or SIGTERM): have OpenTelemetry's logger and meter providers hand over what
     they hold (they may stop after us: exit hooks run last registered first, and SIGTERM skips
     them), then flush and stop the pipeline."""
-    budget = int(pipeline.cfg.shutdown_timeout * 500)  # half the shutdown budget, in ms
+    total = pipeline.cfg.shutdown_timeout
+    deadline = time.monotonic() + total
     for feeding, name, get_provider in (
         (pipeline.log_exporters, "logs", get_logger_provider),
         (pipeline.metric_exporters, "metrics", get_meter_provider),
@@ -28,9 +30,9 @@ def exit_flush(pipeline: Pipeline) -> None:
         if feeding:
             with handle_internal_errors(f"pipeline.exit_{name}"):
                 flush = getattr(get_provider(), "force_flush", None)
-                if flush is not None:
-                    flush(budget)
-    pipeline.shutdown()
+                if flush is not None:  # at most a quarter of the budget each
+                    flush(int(max(0.0, min(total / 4, deadline - time.monotonic())) * 1000))
+    pipeline.shutdown(max(0.0, deadline - time.monotonic()))  # one budget for all of it
 
 
 def register_process_hooks(pipeline: Pipeline) -> None:

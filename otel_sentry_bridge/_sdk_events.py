@@ -2,8 +2,9 @@
 ``sentry_sdk.init()`` (installed by ``_sdk_hooks.install_sentry_sdk_hooks``; no sentry-sdk
 import here).
 
-It also notes the exceptions sentry-sdk sends inside a trace (:data:`SENT_BY_SDK`): the
-pipeline sends no error event of its own for the same exception in that trace.
+It also notes the exceptions sentry-sdk sends inside a trace (:data:`SENT_BY_SDK`; noted when
+``capture_event`` says it sent the event, see ``_sdk_hooks.py``): the pipeline sends no error
+event of its own for the same exception in that trace.
 """
 
 from __future__ import annotations
@@ -61,17 +62,41 @@ class SentBySdk:
 
 
 SENT_BY_SDK = SentBySdk()
+#: Exceptions of events sentry-sdk is preparing, by event id, until ``capture_event`` tells
+#: whether it sent them (its ``before_send``, sample rate or rate limits may drop them).
+PENDING: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+PENDING_CAP = 1000
+
+
+def _clear_pending() -> None:
+    PENDING.clear()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=SENT_BY_SDK.clear)
+    os.register_at_fork(after_in_child=_clear_pending)
 
 
-def _note_sent(event: dict[str, Any], trace_id: str) -> None:
+def _note_pending(event: dict[str, Any], trace_id: str) -> None:
     values = (event.get("exception") or {}).get("values")
-    if not isinstance(values, list) or not values or not isinstance(values[-1], dict):
+    event_id = event.get("event_id")
+    if (not isinstance(values, list) or not values or not isinstance(values[-1], dict)
+            or not isinstance(event_id, str)):
         return
     kind, value = values[-1].get("type"), values[-1].get("value")
     if isinstance(kind, str) and kind:
-        SENT_BY_SDK.add(trace_id, kind, value if isinstance(value, str) else "")
+        PENDING[event_id] = (trace_id, kind, value if isinstance(value, str) else "")
+        while len(PENDING) > PENDING_CAP:
+            PENDING.popitem(last=False)
+
+
+def capture_done(event_id: object, sent: bool) -> None:
+    """sentry-sdk's ``capture_event`` returned: an exception it sent is the bridge's to skip;
+    one it dropped is not (the bridge then sends its own event)."""
+    if isinstance(event_id, str):
+        pending = PENDING.pop(event_id, None)
+        if pending is not None and sent:
+            SENT_BY_SDK.add(*pending)
 
 
 def sdk_event_processor(
@@ -104,7 +129,7 @@ def sdk_event_processor(
                         "trace_id": trace["trace_id"],
                     }
                 contexts["trace"] = linked
-                _note_sent(event, trace["trace_id"])
+                _note_pending(event, trace["trace_id"])
         return event
 
     return processor

@@ -14,7 +14,7 @@ import sentry_sdk
 from sentry_sdk.scope import register_external_propagation_context
 
 from ._internal_errors import handle_internal_errors
-from ._sdk_events import sdk_event_processor
+from ._sdk_events import capture_done, sdk_event_processor
 
 _SDK_HOOK_INSTALLED = False
 
@@ -31,6 +31,7 @@ def install_sentry_sdk_hooks(current_span_context: Callable[[], dict[str, str] |
     _route_sdk_propagation(current_span_context)
     processor = sdk_event_processor(current_span_context)
     sentry_sdk.get_global_scope().add_event_processor(processor)  # type: ignore[arg-type]
+    _confirm_sent_events()
 
     def otel_ids() -> tuple[str, str] | None:
         ids = current_span_context()
@@ -59,3 +60,21 @@ def _route_sdk_propagation(current_span_context: Callable[[], dict[str, str] | N
 
     patched: Any = iter_trace_propagation_headers
     sentry_sdk.Scope.iter_trace_propagation_headers = patched  # type: ignore[method-assign]
+
+
+def _confirm_sent_events() -> None:
+    """``Client.capture_event`` returns the event id only when the event goes to the transport
+    (not dropped by ``before_send``, the sample rate or an event processor): only then is an
+    exception sentry-sdk captured one the bridge leaves out."""
+    client_class = sentry_sdk.client._Client
+    original = client_class.capture_event
+
+    def capture_event(self: Any, event: Any, *args: Any, **kwargs: Any) -> str | None:
+        event_id: str | None = original(self, event, *args, **kwargs)
+        with handle_internal_errors("sentry_sdk_capture_event"):
+            capture_done(event.get("event_id") if isinstance(event, dict) else None,
+                         event_id is not None)
+        return event_id
+
+    patched: Any = capture_event
+    client_class.capture_event = patched  # type: ignore[method-assign]

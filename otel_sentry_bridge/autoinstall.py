@@ -86,7 +86,7 @@ def _link_sentry_sdk() -> None:
         install_sentry_sdk_hooks(_current_trace_context)
 
 
-def flush_on_sigterm(shutdown: Callable[[], None]) -> bool:
+def flush_on_sigterm(shutdown: Callable[[], None], wait: float = 10.0) -> bool:
     """Flush before a SIGTERM ends the process, when the app keeps Python's default handling.
 
     Python's default SIGTERM action kills the process without running ``atexit``, so buffered
@@ -102,7 +102,13 @@ def flush_on_sigterm(shutdown: Callable[[], None]) -> bool:
     def handler(signum: int, frame: FrameType | None) -> None:
         del frame
         with handle_internal_errors("sigterm_flush"):
-            shutdown()
+            # On a thread of its own: the signal may have interrupted the main thread inside
+            # a lock the flush needs (a metric instrument's, a logging handler's); waiting for
+            # it here would never end. The wait is bounded instead.
+            worker = threading.Thread(target=shutdown, name="otel-sentry-bridge-sigterm",
+                                      daemon=True)
+            worker.start()
+            worker.join(wait)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
@@ -119,7 +125,7 @@ def post_instrument() -> None:
             return
         install()
         with handle_internal_errors("post_instrument.sigterm"):
-            flush_on_sigterm(lambda: exit_flush(pipeline))
+            flush_on_sigterm(lambda: exit_flush(pipeline), cfg.shutdown_timeout + 0.5)
         if cfg.redis_cache_spans:
             with handle_internal_errors("post_instrument.redis"):
                 reinstrument_redis()

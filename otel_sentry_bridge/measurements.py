@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from opentelemetry import trace
 
+from ._internal_errors import log_internal_error
 from .conventions import Attr
 
 __all__ = ["set_measurement"]
@@ -26,18 +27,24 @@ __all__ = ["set_measurement"]
 
 def set_measurement(name: str, value: float, unit: str = "") -> None:
     """Record measurement ``name`` = ``value`` (``unit``: e.g. ``millisecond``, ``byte``, or
-    none) on the current span, for its Sentry transaction. A no-op without a recording span."""
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    if name.endswith(Attr.SENTRY_MEASUREMENT_UNIT_SUFFIX):
-        # ``<name>.unit`` attributes are units: such a name is recorded as a span event.
-        attributes: dict[str, str | float] = {"name": name, "value": value}
-        if unit:
-            attributes["unit"] = unit
-        span.add_event(Attr.SENTRY_MEASUREMENT_EVENT, attributes)
-        return
-    key = Attr.SENTRY_MEASUREMENT_PREFIX + name
-    span.set_attribute(key, value)
-    if unit:
-        span.set_attribute(key + Attr.SENTRY_MEASUREMENT_UNIT_SUFFIX, unit)
+    none) on the current span, for its Sentry transaction. A no-op without a recording span;
+    never raises (a bad name or value is left for the mapping to set aside)."""
+    try:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        name = str(name)
+        unit = str(unit) if unit else ""
+        if name.endswith(Attr.SENTRY_MEASUREMENT_UNIT_SUFFIX):
+            # ``<name>.unit`` attributes are units: such a name is recorded as a span event.
+            attributes: dict[str, str | float] = {"name": name, "value": value}
+            if unit:
+                attributes["unit"] = unit
+            span.add_event(Attr.SENTRY_MEASUREMENT_EVENT, attributes)
+            return
+        key = Attr.SENTRY_MEASUREMENT_PREFIX + name
+        span.set_attribute(key, value)
+        # always written: a later call without a unit must not keep an earlier call's unit
+        span.set_attribute(key + Attr.SENTRY_MEASUREMENT_UNIT_SUFFIX, unit or "none")
+    except Exception as exc:
+        log_internal_error("set_measurement", exc)

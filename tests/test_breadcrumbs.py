@@ -125,7 +125,7 @@ def test_off_keeps_no_log_records() -> None:
         (event,) = capture.items("event")
         assert "breadcrumbs" not in event
         assert not any(isinstance(h, BreadcrumbLogHandler) for h in logging.getLogger().handlers)
-        assert logging.Logger.callHandlers is not _log_breadcrumbs._call_handlers
+        assert not _log_breadcrumbs.installed()
     finally:
         capture.close()
 

@@ -193,7 +193,7 @@ def test_the_stash_is_bounded() -> None:
         chain, chars = exception_chain(exc)
     assert [item["source"] for item in chain] == [None, "__cause__"]
     assert chars > 0
-    stash = LiveStash(max_entries=3, max_chars=10 * chars)
+    stash = LiveStash(max_entries=3, max_chars=10**9)
     for trace_id in range(5):
         stash.put(trace_id, 7, chain, chars)
     assert len(stash) == 3
@@ -201,10 +201,19 @@ def test_the_stash_is_bounded() -> None:
     assert stash.take(4, {8}) == []  # another span of that trace: kept for its transaction
     assert stash.take(4, {7}) == [chain]
     assert len(stash) == 2
-    small = LiveStash(max_entries=100, max_chars=2 * chars)
+    probe = LiveStash()
+    probe.put(0, 1, chain, chars)
+    cost = probe._chars  # what one chain is counted as (its text, plus its objects)
+    assert cost > chars
+    small = LiveStash(max_entries=100, max_chars=2 * cost)
     for trace_id in range(4):
         small.put(trace_id, 1, chain, chars)
-    assert len(small) == 2  # the character budget evicts too
+    assert len(small) == 2  # the size budget evicts too
+    one_trace = LiveStash(max_entries=100, max_chars=3 * cost)
+    for span_id in range(10):  # a long-lived root recording exception after exception
+        one_trace.put(42, span_id, chain, chars)
+    assert len(one_trace) == 3 and one_trace.evicted == 7
+    assert one_trace.take(42, set(range(10))) == [chain] * 3  # the newest three
 
 
 def test_deep_recursion_keeps_the_innermost_frames(sentry_bridge: BridgeCapture) -> None:

@@ -85,6 +85,18 @@ def test_set_measurement_on_root_and_children(sentry_bridge: BridgeCapture) -> N
     }
 
 
+def test_set_measurement_again_replaces_value_and_unit(sentry_bridge: BridgeCapture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_sentry_bridge import _internal_errors
+    monkeypatch.setattr(_internal_errors, "RAISE_INTERNAL_ERRORS", False)
+    with tracer(sentry_bridge).start_as_current_span("job"):
+        set_measurement("wait", 5, "millisecond")
+        set_measurement("wait", 6)  # no unit now: not the earlier one
+        set_measurement(None, object())  # type: ignore[arg-type]  # never raises
+    assert one_transaction(sentry_bridge)["measurements"]["wait"] == {"value": 6.0,
+                                                                     "unit": "none"}
+
+
 def test_set_measurement_without_a_recording_span_is_a_no_op() -> None:
     assert not trace.get_current_span().is_recording()
     set_measurement("order.items", 2)  # nothing to record it on: no error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -146,3 +147,53 @@ def test_sigterm_flushes_the_metrics_of_an_app_that_keeps_the_default_handler(
         (item,) = receiver.trace_metrics()
         assert (item["name"], item["value"]) == ("orders.created", 3.0)
         receiver.assert_no_problems()
+
+
+LOCKED_APP = """
+import threading
+import time
+
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+
+lock = threading.Lock()
+
+
+class Provider(MeterProvider):
+    def force_flush(self, timeout_millis=10_000):
+        with lock:  # held by the main thread when SIGTERM arrives (as an instrument's is)
+            return super().force_flush(timeout_millis)
+
+
+metrics.set_meter_provider(Provider())
+from otel_sentry_bridge.autoinstall import post_instrument  # noqa: E402
+from otel_sentry_bridge.metrics import SentryMetricExporter  # noqa: E402
+
+post_instrument()  # what opentelemetry-instrument runs: installs the SIGTERM flush
+SentryMetricExporter()  # the pipeline now flushes the meter provider at exit
+with lock:
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.e2e
+def test_sigterm_never_hangs_on_a_lock_the_main_thread_holds(tmp_path: Path) -> None:
+    script = tmp_path / "locked_app.py"
+    script.write_text(LOCKED_APP)
+    with SentryReceiver() as receiver:
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+               "SENTRY_DSN": receiver.dsn(), "SENTRY_BRIDGE_SHUTDOWN_TIMEOUT": "1",
+               "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+        proc = subprocess.Popen([sys.executable, str(script)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=20)
+            waited = time.monotonic() - started
+        finally:
+            proc.kill()
+        assert proc.returncode == -signal.SIGTERM, stderr
+        assert waited < 10, waited  # bounded by the shutdown budget, not stuck on the lock

@@ -32,14 +32,22 @@ def _forget_sent() -> Iterator[None]:
 def test_the_sdk_hook_notes_errors_sent_inside_a_trace() -> None:
     ids = {"trace_id": "a" * 32, "span_id": "b" * 16}
     processor = sdk_event_processor(lambda: ids)
-    error = {"exception": {"values": [
+    error = {"event_id": "1" * 32, "exception": {"values": [
         {"type": "KeyError", "value": "'k'"},
         {"type": "PaymentDeclined", "value": "card declined", "module": "shop"}]}}
     assert processor(error, {}) is error
+    assert SENT_BY_SDK.get("a" * 32) == []  # noted only once sentry-sdk says it sent it
+    _sdk_events.capture_done("1" * 32, True)
     assert SENT_BY_SDK.get("a" * 32) == [("PaymentDeclined", "card declined")]
+    dropped = {"event_id": "2" * 32, "exception": {"values": [{"type": "OSError"}]}}
+    processor(dropped, {})
+    _sdk_events.capture_done("2" * 32, False)  # before_send dropped it: the bridge sends it
+    assert SENT_BY_SDK.get("a" * 32) == [("PaymentDeclined", "card declined")]
+    assert _sdk_events.PENDING == {}
     assert processor({"message": "hello"}, {}) is not None  # no exception: nothing noted
     outside = sdk_event_processor(lambda: None)
-    outside({"exception": {"values": [{"type": "OSError", "value": "x"}]}}, {})
+    outside({"event_id": "3" * 32, "exception": {"values": [{"type": "OSError"}]}}, {})
+    _sdk_events.capture_done("3" * 32, True)
     assert SENT_BY_SDK.get("a" * 32) == [("PaymentDeclined", "card declined")]
     bounded = _sdk_events.SentBySdk(max_traces=2)
     for n in range(3):
@@ -83,8 +91,10 @@ class Keep(Transport):
         sent.extend(item.payload.json for item in envelope.items if item.type == "event")
 
 
+DROP = sys.argv[1:] == ["drop"]  # the app's before_send drops every event
 sentry_sdk.init(dsn="https://key@o1.ingest.example.invalid/1", transport=Keep(),
-                default_integrations=False, auto_enabling_integrations=False)
+                default_integrations=False, auto_enabling_integrations=False,
+                before_send=(lambda event, hint: None) if DROP else None)
 
 from opentelemetry import trace
 
@@ -120,26 +130,35 @@ json.dump([{"type": e["exception"]["values"][-1]["type"],
 '''
 
 
-def test_sentry_sdk_and_the_bridge_send_one_event_per_exception(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app_drops", [False, True], ids=["sdk-sends", "sdk-drops"])
+def test_sentry_sdk_and_the_bridge_send_one_event_per_exception(
+    tmp_path: Path, app_drops: bool,
+) -> None:
     folder = tmp_path / "envelopes"
     folder.mkdir()
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = {"PATH": "/usr/bin:/bin", "SENTRY_BRIDGE_ENVELOPE_DIR": str(folder),
            "SENTRY_BRIDGE_LATE_SPAN_GRACE": "0", "_SENTRY_BRIDGE_RAISE_INTERNAL_ERRORS": "1"}
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    argv = [sys.executable, str(script), *(["drop"] if app_drops else [])]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 0, result.stderr
-    (sdk_event,) = json.loads(result.stdout)
+    sdk_events = json.loads(result.stdout)
     bridge: dict[str, list[Any]] = {}
     for path in sorted(folder.glob("*.envelope")):
         _, items = parse_envelope(path.read_bytes())
         for headers, payload in items:
             bridge.setdefault(str(headers.get("type")), []).append(json.loads(payload))
     (txn,) = bridge["transaction"]
-    (error,) = bridge["event"]
-    assert validate_event(error, kind="event") == []
     trace_id = txn["contexts"]["trace"]["trace_id"]
-    assert sdk_event == {"type": "PaymentDeclined", "trace_id": trace_id}
-    assert error["exception"]["values"][-1]["type"] == "KeyError"
-    assert error["contexts"]["trace"]["trace_id"] == trace_id
+    for error in bridge["event"]:
+        assert validate_event(error, kind="event") == []
+        assert error["contexts"]["trace"]["trace_id"] == trace_id
+    types = sorted(e["exception"]["values"][-1]["type"] for e in bridge["event"])
+    if app_drops:  # sentry-sdk sent nothing: the bridge sends both exceptions
+        assert sdk_events == []
+        assert types == ["KeyError", "PaymentDeclined"]
+    else:
+        assert sdk_events == [{"type": "PaymentDeclined", "trace_id": trace_id}]
+        assert types == ["KeyError"]
