@@ -121,8 +121,14 @@ class TraceRegistry:
         return entry
 
     def get(self, trace_id: int) -> Entry | None:
-        """The entry of a trace, if any."""
-        return self._entries.get(trace_id)
+        """The entry of a trace, if any (now the most recently used)."""
+        entries = self._entries
+        entry = entries.get(trace_id)
+        if entry is not None:
+            with self._lock:
+                if trace_id in entries:
+                    entries.move_to_end(trace_id)
+        return entry
 
     def start(
         self, trace_id: int, incoming: Incoming | None, sampled: bool,
@@ -190,27 +196,35 @@ class TraceRegistry:
         if entry.frozen:
             return entry.dsc
         root = entry.root
-        if root is not None:
-            release, environment, name, source = describe(root)
-            complete(entry.dsc, release, environment, name, source, self.defaults)
-        entry.root = None
-        entry.frozen = True
+        described: tuple[str | None, str | None, str | None, str | None] = (
+            # no live root known (spans seen by the exporter only): what the settings say
+            describe(root) if root is not None else (None, None, None, None))
+        release, environment, name, source = described
+        with self._lock:
+            if not entry.frozen:
+                complete(entry.dsc, release, environment, name, source, self.defaults)
+                entry.root = None
+                entry.frozen = True
         return entry.dsc
 
-    def for_event(self, trace_id: int, event: Mapping[str, Any], last: bool) -> dict[str, str]:
+    def for_event(
+        self, trace_id: int, event: Mapping[str, Any], last: bool, sampled: bool = True,
+    ) -> dict[str, str]:
         """The envelope ``trace`` header for an event of a trace (freezing a head entry from
         a transaction event). ``last``: a local root's transaction; the entry goes with the
         last one."""
         entry = self._entries.get(trace_id)
         if entry is None:
-            return dsc_from_event(event, self.defaults)
+            return dsc_from_event(event, self.defaults, sampled)
         if not entry.frozen and event.get("type") == "transaction":
             info = event.get("transaction_info")
             source = info.get("source") if isinstance(info, dict) else None
-            complete(entry.dsc, event.get("release"), event.get("environment"),
-                     event.get("transaction"), source, self.defaults)
-            entry.root = None
-            entry.frozen = True
+            with self._lock:
+                if not entry.frozen:
+                    complete(entry.dsc, event.get("release"), event.get("environment"),
+                             event.get("transaction"), source, self.defaults)
+                    entry.root = None
+                    entry.frozen = True
         if last:
             self.root_sent(trace_id)
         return entry.dsc
@@ -236,7 +250,9 @@ def complete(
         dsc.setdefault("transaction", name)
 
 
-def dsc_from_event(event: Mapping[str, Any], defaults: DscDefaults) -> dict[str, str]:
+def dsc_from_event(
+    event: Mapping[str, Any], defaults: DscDefaults, sampled: bool = True,
+) -> dict[str, str]:
     """A DSC for an event of a trace the table does not know (its entry went, or spans came
     through the exporter alone): what the event itself says."""
     contexts = event.get("contexts")
@@ -253,7 +269,7 @@ def dsc_from_event(event: Mapping[str, Any], defaults: DscDefaults) -> dict[str,
     source = info.get("source") if isinstance(info, dict) else None
     complete(dsc, event.get("release"), event.get("environment"), event.get("transaction"),
              source, defaults)
-    dsc["sampled"] = "true"
+    dsc["sampled"] = "true" if sampled else "false"
     if defaults.org_id:
         dsc["org_id"] = defaults.org_id
     return dsc

@@ -9,11 +9,15 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._error_inputs import complete_error_inputs, discard_error_inputs
+from ._internal_errors import logger
 from ._mapping import build_transaction
 from ._sampling_support import count_unsampled, has_exceptions, is_local_root
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+#: Set once an event's tags went over SENTRY_BRIDGE_MAX_TAGS (logged once per process).
+_tags_warned: list[int] = []
 
 
 def send_segment(pipeline: Pipeline, root: ReadableSpan, children: list[ReadableSpan]) -> None:
@@ -32,10 +36,14 @@ def send_segment(pipeline: Pipeline, root: ReadableSpan, children: list[Readable
     if mapped is None:
         return
     complete_error_inputs(root, children, mapped, pipeline.mapping)
-    dsc = pipeline.traces.for_event(trace_id, mapped.event, local)
+    dsc = pipeline.traces.for_event(trace_id, mapped.event, local, sampled)
     drops = pipeline.drops
     if mapped.dropped_spans:
         drops.record("buffer_overflow", "span", mapped.dropped_spans)
+    if mapped.dropped_tags and not _tags_warned:  # tags are no item category: only logged
+        _tags_warned.append(mapped.dropped_tags)
+        logger.warning("an event had %d tags more than SENTRY_BRIDGE_MAX_TAGS=%d: they were "
+                       "left out (logged once)", mapped.dropped_tags, pipeline.mapping.max_tags)
     started = time.monotonic()
     budget = pipeline.submit_budget
     filters = pipeline.filters

@@ -27,6 +27,7 @@ from ._internal_errors import handle_internal_errors, logger
 from ._log_queue import LOG_BATCH, LOG_INTERVAL, LogQueue
 from ._mapping import MappingContext, SpanMapper
 from ._process_hooks import register_process_hooks
+from ._rules_env import context_env
 from ._sampling_support import dsc_defaults
 from ._send import send_segment
 from .buffer import TraceBuffer
@@ -62,7 +63,8 @@ class Pipeline:
         self.cfg = cfg
         self.drops = DropCounter()
         self.transport = Transport(cfg, self.drops, sink=sink)
-        self.mapping = MappingContext.from_config(cfg, __version__)
+        self.mapping = MappingContext.from_config(cfg, __version__, context_env(cfg),
+                                                  logger.warning)
         self.mapper = SpanMapper(self.mapping)
         filters = EventFilter(cfg)
         self.filters: EventFilter | None = filters if filters.active else None
@@ -316,6 +318,7 @@ class Pipeline:
         self.exported = deque()
         self.logs.reset_after_fork()
         self.buffer = self._new_buffer()
+        self.traces = TraceRegistry(self.traces.defaults)  # its lock may be held by a thread
         self.lost_starts = set()
         self.buffer.lost_starts = self.lost_starts
         self.drops = DropCounter()

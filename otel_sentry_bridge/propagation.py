@@ -91,15 +91,13 @@ class SentryBridgePropagator(textmap.TextMapPropagator):
         sentry = parse_sentry_trace(_first(getter.get(carrier, SENTRY_TRACE)))
         items, _ = split_baggage(_first(getter.get(carrier, BAGGAGE)))
         dsc = items or None
-        pipeline = _pipeline()
-        if (w3c_ctx.is_valid or sentry is not None) and pipeline is not None and not (
-                _continues_org(pipeline, dsc.get("org_id") if dsc else None)):
-            return context  # another organization's trace: start a new one
         if w3c_ctx.is_valid:
             sampled: bool | None = w3c_ctx.trace_flags.sampled
-            if sentry is None or sentry.trace_id != w3c_ctx.trace_id:
-                # the DSC describes the trace of sentry-trace, if any: not this one
-                dsc = dsc if sentry is None and _dsc_trace(dsc) == w3c_ctx.trace_id else None
+            if sentry is not None and sentry.trace_id != w3c_ctx.trace_id:
+                dsc = None  # it describes the trace of sentry-trace: not the one continued
+            elif _dsc_trace(dsc) not in ((None, w3c_ctx.trace_id) if sentry is not None
+                                         else (w3c_ctx.trace_id,)):
+                dsc = None  # it names another trace (or, W3C alone, none)
             incoming = Incoming(w3c_ctx.trace_id, w3c_ctx.span_id, sampled, dsc)
             parent = w3c_ctx
         elif sentry is not None:
@@ -114,6 +112,10 @@ class SentryBridgePropagator(textmap.TextMapPropagator):
                                  trace_flags=flags)
         else:
             return context
+        pipeline = _pipeline()
+        if pipeline is not None and not _continues_org(
+                pipeline, incoming.dsc.get("org_id") if incoming.dsc else None):
+            return context  # another organization's trace: start a new one
         context = trace.set_span_in_context(NonRecordingSpan(parent), context)
         return set_value(INCOMING_KEY, incoming, context)
 
@@ -137,17 +139,25 @@ class SentryBridgePropagator(textmap.TextMapPropagator):
         span_ctx = span.get_span_context()
         pipeline = _pipeline()
         members = _other_members(baggage.get_all(context))
-        if span_ctx.is_valid:
-            if check_targets and pipeline is not None and not _targeted(pipeline, span):
-                return
-            _TRACECONTEXT.inject(carrier, context, setter)
-            setter.set(carrier, SENTRY_TRACE, format_sentry_trace(
-                span_ctx.trace_id, span_ctx.span_id, span_ctx.trace_flags.sampled))
-            dsc = _dsc_for(pipeline, span_ctx.trace_id, context)
-            if dsc:
-                members.extend(sentry_members(dsc))
-        if members:
-            setter.set(carrier, BAGGAGE, join_baggage(members))
+        if not span_ctx.is_valid:
+            if members:
+                setter.set(carrier, BAGGAGE, join_baggage(members))
+            return
+        if check_targets and pipeline is not None and not _targeted(pipeline, span):
+            return
+        # Everything is worked out before anything is written: a failure writes nothing.
+        headers: dict[str, str] = {}
+        _TRACECONTEXT.inject(headers, context)
+        headers[SENTRY_TRACE] = format_sentry_trace(
+            span_ctx.trace_id, span_ctx.span_id, span_ctx.trace_flags.sampled)
+        dsc = _dsc_for(pipeline, span_ctx.trace_id, context)
+        # Sentry's members first (as sentry-sdk writes them): the W3C size limits cut the
+        # others, never the DSC.
+        all_members = [*(sentry_members(dsc) if dsc else ()), *members]
+        if all_members:
+            headers[BAGGAGE] = join_baggage(all_members)
+        for name, value in headers.items():
+            setter.set(carrier, name, value)
 
     @property
     def fields(self) -> set[str]:
@@ -199,8 +209,10 @@ def _other_members(entries: Mapping[str, object]) -> list[str]:
 def _dsc_for(
     pipeline: Pipeline | None, trace_id: int, context: Context | None,
 ) -> dict[str, str] | None:
-    """The trace's DSC (frozen now if this is its first outgoing request)."""
-    if pipeline is not None:
+    """The trace's DSC (frozen now if this is its first outgoing request). Without a
+    configured bridge (no DSN) an upstream DSC is passed on, but none is made here (it would
+    lack the public key that Relay needs)."""
+    if pipeline is not None and pipeline.enabled:
         entry = pipeline.traces.get(trace_id)
         if entry is not None:
             if entry.frozen:
@@ -223,7 +235,7 @@ def _targeted(pipeline: Pipeline, span: trace.Span) -> bool:
         url = attributes.get(key)
         if isinstance(url, str) and url:
             return _matcher(targets).search(url) is not None
-    return True
+    return False  # targets are set and the URL is unknown (e.g. a non-recording span)
 
 
 @lru_cache(maxsize=8)

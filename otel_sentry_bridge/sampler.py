@@ -71,8 +71,12 @@ class SentryBridgeSampler(Sampler):
     ) -> SamplingResult:
         """Decide for one span (guarded: on an internal error the parent's decision, or
         sampled at a root)."""
-        parent = trace.get_current_span(parent_context).get_span_context()
+        parent_span = trace.get_current_span(parent_context)
+        parent = parent_span.get_span_context()
         try:
+            if parent.is_valid and not parent.is_remote and not parent_span.is_recording():
+                # a dropped local parent (e.g. a skipped OPTIONS request): its children too
+                return SamplingResult(Decision.DROP, None, parent.trace_state)
             return self._decide(parent_context, parent, trace_id, name, kind, attributes)
         except Exception as exc:
             log_internal_error("SentryBridgeSampler.should_sample", exc)
@@ -122,9 +126,10 @@ class SentryBridgeSampler(Sampler):
             else:
                 rate = self._configured_rate(pipeline)
         sampled = decided if decided is not None else rand < (rate if rate is not None else 1.0)
-        pipeline.traces.start(trace_id, incoming, sampled,
-                              rate if rate is not None else self._configured_rate(pipeline),
-                              rand)
+        if pipeline.enabled:  # the DSC this trace's requests and envelopes carry
+            pipeline.traces.start(trace_id, incoming, sampled,
+                                  rate if rate is not None else self._configured_rate(pipeline),
+                                  rand)
         if not sampled and not keep_unsampled:
             pipeline.drops.record("sample_rate", "transaction", 1)
         return _result(sampled, keep_unsampled, state, attributes)

@@ -274,3 +274,56 @@ def test_sample_rand_from_trace_id_agrees_with_otel_ratio_sampler() -> None:
             theirs = otel.should_sample(None, trace_id, "x").decision.is_sampled()
             assert ours == theirs, (rate, hex(trace_id))
     assert re.fullmatch(r"0\.\d{6}", f"{rand_from_trace_id(2**64 - 1):.6f}")
+
+
+def test_a_dsc_naming_another_trace_is_dropped_even_when_the_headers_agree(
+    bridge: BridgeCapture,
+) -> None:
+    sent = serve(bridge, {
+        "traceparent": f"00-{TRACE}-{SPAN}-01", "sentry-trace": f"{TRACE}-{SPAN}-1",
+        "baggage": f"sentry-trace_id={OTHER},sentry-public_key=stale,sentry-org_id=99"})
+    assert sent["sentry-trace"].startswith(TRACE)  # continued: the stale org id is ignored
+    assert dsc_of(sent)["public_key"] == "pubkey"
+
+
+def test_big_business_baggage_never_cuts_the_dsc(bridge: BridgeCapture) -> None:
+    tracer = bridge.tracer_provider.get_tracer("app")
+    ctx = context.get_current()
+    for n in range(200):
+        ctx = baggage.set_baggage(f"k{n}", "v" * 40, ctx)
+    sent: dict[str, str] = {}
+    token = context.attach(ctx)
+    try:
+        with tracer.start_as_current_span("job"):
+            PROP.inject(sent)
+    finally:
+        context.detach(token)
+    sentry, others = split_baggage(sent["baggage"])
+    assert {"trace_id", "public_key", "sample_rate", "sample_rand", "sampled",
+            "transaction"} <= set(sentry)
+    assert 0 < len(others) < 200 and len(sent["baggage"]) <= 8192
+
+
+def test_targets_set_and_no_url_known_writes_nothing() -> None:
+    capture = BridgeCapture(sampler=SentryBridgeSampler(), traces_sample_rate=0.0,
+                            unsampled_errors=False, trace_propagation_targets=("internal",))
+    try:
+        sent: dict[str, str] = {}
+        with capture.tracer_provider.get_tracer("app").start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"url.full": "http://internal/x"}):
+            PROP.inject(sent)  # a dropped span has no attributes: its URL is unknown
+        assert sent == {}
+    finally:
+        capture.close()
+
+
+def test_without_a_dsn_an_upstream_dsc_is_passed_on_but_none_is_made() -> None:
+    capture = BridgeCapture(sampler=SentryBridgeSampler())
+    capture.pipeline.enabled = False  # as without SENTRY_DSN
+    try:
+        assert "baggage" not in serve(capture, {})
+        upstream = {"sentry-trace": f"{TRACE}-{SPAN}-1",
+                    "baggage": f"sentry-trace_id={TRACE},sentry-public_key=up"}
+        assert dsc_of(serve(capture, upstream))["public_key"] == "up"
+    finally:
+        capture.close()

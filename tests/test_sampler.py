@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sentry_receiver import validate_event
 
+from otel_sentry_bridge import sampler as sampler_module
 from otel_sentry_bridge._trace_headers import rand_from_trace_id, split_baggage
 from otel_sentry_bridge.propagation import SentryBridgePropagator
 from otel_sentry_bridge.sampler import SentryBridgeSampler, sentry_bridge_sampler
@@ -116,6 +117,7 @@ def test_traces_sampler_gets_attributes_and_parent_and_wins(
 @pytest.mark.parametrize("behaviour", ["raises", "nonsense", "missing"])
 def test_a_broken_traces_sampler_falls_back_to_the_rate(
     hook_module: types.ModuleType, behaviour: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def traces_sampler(ctx: dict[str, Any]) -> Any:
         if behaviour == "raises":
@@ -127,11 +129,15 @@ def test_a_broken_traces_sampler_falls_back_to_the_rate(
     bridge = capture(traces_sampler=f"bridge_test_hooks:{name}", traces_sample_rate=1.0)
     try:
         tracer = bridge.tracer_provider.get_tracer("app")
+        monkeypatch.setattr(sampler_module, "_warned", set())
         with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"):
             for _ in range(3):
                 with tracer.start_as_current_span("job"):
                     pass
         assert len(bridge.transactions()) == 3
+        warnings = [r.getMessage() for r in caplog.records if "traces_sampler" in r.getMessage()
+                    or "TRACES_SAMPLER" in r.getMessage()]
+        assert len(warnings) == 1, warnings  # said once, not per span
     finally:
         bridge.close()
 
@@ -144,8 +150,11 @@ def test_options_and_head_can_be_skipped() -> None:
             with tracer.start_as_current_span(f"{method} /items", kind=SpanKind.SERVER,
                                               attributes={**SERVER,
                                                           "http.request.method": method}):
-                pass
+                with tracer.start_as_current_span("SELECT") as child:
+                    # the children of a skipped request are dropped with it
+                    assert child.is_recording() == (method == "GET")
         assert [t["transaction"] for t in bridge.transactions()] == ["GET /items"]
+        assert counted(bridge) == {("sample_rate", "transaction"): 2}  # once per request
     finally:
         bridge.close()
 
@@ -195,14 +204,20 @@ def test_unsampled_errors_off_drops_at_the_sampler() -> None:
         bridge.close()
 
 
-def test_sampler_returns_the_callers_attributes_untouched() -> None:
-    sampler = SentryBridgeSampler()
-    bridge = capture()
+@pytest.mark.parametrize("rate", [1.0, 0.0])
+def test_spans_keep_the_callers_attributes(rate: float) -> None:
+    """OpenTelemetry starts a span with the attributes the sampler returns: recording spans
+    (sampled or not) must get the caller's, unchanged."""
+    bridge = capture(traces_sample_rate=rate)
     try:
-        attributes = {"a": 1}
-        result = sampler.should_sample(None, 0x1234 << 64, "x", attributes=attributes)
-        assert result.decision is Decision.RECORD_AND_SAMPLE
-        assert dict(result.attributes) == {"a": 1} and attributes == {"a": 1}
+        attributes = {"http.route": "/a", "n": 1}
+        with bridge.tracer_provider.get_tracer("app").start_as_current_span(
+                "job", attributes=attributes) as span:
+            assert dict(span.attributes or {}) == {"http.route": "/a", "n": 1}
+        assert attributes == {"http.route": "/a", "n": 1}
+        result = SentryBridgeSampler().should_sample(None, 0x1234 << 64, "x",
+                                                     attributes=attributes)
+        assert result.decision is (Decision.RECORD_AND_SAMPLE if rate else Decision.RECORD_ONLY)
     finally:
         bridge.close()
 
