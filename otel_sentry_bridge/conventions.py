@@ -175,5 +175,8 @@ CAPTURE_PREFIX: Final = "capture."
 CAPTURE_NAME: Final = "capture.name"
 FINGERPRINT: Final = "sentry.fingerprint"
 
-#: Attributes that are always tags (set by ``set_business_context``), and their tag names.
-BUSINESS_TAGS: Final = {"tenant.id": "tenant", "project.id": "project"}
+#: Attributes that are always tags (``set_business_context`` writes the first of each), and
+#: their tag names; the others are spellings apps commonly use for the same thing.
+BUSINESS_TAGS: Final = {"tenant.id": "tenant", "project.id": "project",
+                        "tenant_id": "tenant", "tenant": "tenant",
+                        "project_id": "project"}

@@ -72,3 +72,17 @@ def test_guards(caplog: pytest.LogCaptureFixture) -> None:
     assert "sentry.tag.bad key!" not in attrs and "sentry.tag.empty" not in attrs
     assert sum(k.startswith("sentry.tag.k") for k in attrs) == 19  # 20 extra tags at most
     assert sum("left out" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize("key", ["tenant.id", "tenant_id", "tenant"])
+def test_common_tenant_attribute_spellings_become_the_tenant_tag(
+    sentry_bridge: BridgeCapture, key: str,
+) -> None:
+    tracer = sentry_bridge.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("job", attributes={key: "acme", "enduser.id": "u-7",
+                                                         "project_id": "p-1"}):
+        pass
+    (txn,) = sentry_bridge.transactions()
+    assert txn["tags"]["tenant"] == "acme" and txn["tags"]["project"] == "p-1"
+    assert txn["user"]["id"] == "u-7"
+    assert validate_event(txn) == []
