@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_sentry_bridge.conventions import Attr, Op
 
+from . import queues
 from .scrub import scrub_url, split_url
 from .values import Attrs, first, first_int, first_str, set_aside
 
@@ -226,7 +227,7 @@ _MESSAGING_OPS = {
 
 
 def messaging(
-    name: str, kind: SpanKind, attrs: Attrs, data: dict[str, Any]
+    name: str, kind: SpanKind, attrs: Attrs, data: dict[str, Any], send_pii: bool = False
 ) -> tuple[str, str] | None:
     """Celery and generic messaging spans: ``queue.*`` ops with the Queues module's data."""
     action = first_str(attrs, Attr.CELERY_ACTION)
@@ -246,32 +247,14 @@ def messaging(
         op = Op.QUEUE_PUBLISH
     elif op is None and kind is SpanKind.CONSUMER:
         op = Op.QUEUE_PROCESS
-    destination = first_str(attrs, Attr.MESSAGING_DESTINATION)
-    if destination is None:
-        delivery = attrs.get("celery.delivery_info")
-        if isinstance(delivery, str) and "routing_key" in delivery:
-            match = re.search(r"'routing_key':\s*'([^']*)'", delivery)
-            destination = (match.group(1).strip() or None) if match else None
+    destination = queues.destination(attrs)
     if op is None or (destination is None and op != Op.QUEUE_TASK_CELERY):
         # The Queues page groups by destination: without one (or without a known operation)
         # the span is not a Queues span, and the RPC and generic rules apply.
         return None
     if destination is not None:
-        data["messaging.destination.name"] = destination
-    message_id = first_str(attrs, Attr.MESSAGING_MESSAGE_ID)
-    if message_id is not None:
-        data["messaging.message.id"] = message_id
-    else:
-        set_aside(data, *Attr.MESSAGING_MESSAGE_ID)
-    data["messaging.system"] = system or ("celery" if action else "unknown")
-    retries = first_int(attrs, Attr.CELERY_RETRIES)
-    if action or retries is not None:
-        data["messaging.message.retry.count"] = max(retries or 0, 0)
-    body = first_int(attrs, Attr.MESSAGING_BODY_SIZE)
-    if body is not None and body >= 0:
-        data["messaging.message.body.size"] = body
-    else:
-        set_aside(data, *Attr.MESSAGING_BODY_SIZE)
+        data[queues.DESTINATION] = destination
+    queues.message_data(attrs, data, action is not None, system, send_pii)
     if task is None and action and "/" in name:
         task = name.split("/", 1)[1]
     return op, task or destination or name

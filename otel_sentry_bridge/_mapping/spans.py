@@ -129,7 +129,8 @@ def make_template(
         kv_command = command if isinstance(command, str) else None
     elif system is not None:
         op, description = ops.database(name, attrs, data, system)
-    elif found := ops.messaging(name, kind, attrs, data) or ops.rpc(name, kind, attrs, data):
+    elif found := (ops.messaging(name, kind, attrs, data, ctx.send_pii)
+                   or ops.rpc(name, kind, attrs, data)):
         op, description = found
     elif method is not None:
         op = Op.HTTP

@@ -13,14 +13,21 @@ from opentelemetry.trace import SpanKind
 
 from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 
-from . import ops
+from . import ops, queues
 from .context import merge_tags, merge_user, request_interface, resource_fields
 from .errors import error_events
 from .mapping_context import MappingContext
 from .measurements import transaction_measurements
 from .rules import ENV_CONTEXT, apply_rules
 from .scrub import scrubbed_data
-from .spans import SentrySpan, SpanMapper, SpanTemplate, cache_parent, instantiate
+from .spans import (
+    SentrySpan,
+    SpanMapper,
+    SpanTemplate,
+    cache_parent,
+    derived_span_id,
+    instantiate,
+)
 from .values import first_str, hex_span, hex_trace
 
 _VALID_SOURCES = frozenset({"custom", "url", "route", "view", "component", "task"})
@@ -193,10 +200,12 @@ def build_transaction(
         mapped.append(out)
 
     dropped = 0
-    if len(mapped) > ctx.max_spans:
+    task = root_mapped["op"] == Op.QUEUE_TASK_CELERY  # gets a queue.process child (4.6)
+    limit = max(ctx.max_spans - 1, 0) if task else ctx.max_spans
+    if len(mapped) > limit:
         mapped.sort(key=lambda s: s["start_timestamp"])
-        dropped = len(mapped) - ctx.max_spans
-        del mapped[ctx.max_spans:]
+        dropped = len(mapped) - limit
+        del mapped[limit:]
 
     kept = {s["span_id"] for s in mapped}
     for item in mapped:
@@ -207,12 +216,16 @@ def build_transaction(
             seen += 1
         item["parent_span_id"] = parent if parent in kept else root_id
     _break_cycles(mapped, root_id)
+    if task and ctx.max_spans > 0:
+        queues.add_process_span(root_mapped, mapped, derived_span_id(int(root_id, 16)))
 
     measurements = transaction_measurements(root, templates, recorded)
     event, dropped_tags = _assemble(root, root_attrs, root_mapped, mapped, templates, ctx)
     if measurements:
         event["measurements"] = measurements
     errors = error_events(recorded, event, ctx, mapped) if recorded else []
+    if task and errors:
+        queues.annotate_errors(errors, root_mapped, ctx.send_pii)
     return MappedTransaction(event, dropped, filtered, errors, dropped_tags)
 
 
