@@ -47,6 +47,9 @@ class Outgoing:
     abandoned: bool = False
     #: ``body`` is already gzipped (only Sentry is a destination).
     compressed: bool = False
+    #: envelopes queued only once this one is done (a run's closing check-in after its
+    #: ``in_progress``): the sender threads keep their order, the caller never waits
+    followers: list[Outgoing] | None = None
 
 
 def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
@@ -90,6 +93,23 @@ def build_envelope(
     payload = _dumps(event)
     item = {"type": item_type, "content_type": "application/json", "length": len(payload)}
     return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", payload, b"\n"))
+
+
+def build_check_in_envelope(
+    payload: dict[str, Any], dsn: str | None, trace: dict[str, str] | None = None,
+) -> bytes:
+    """One ``check_in`` item (Sentry Crons); ``trace``: the DSC of the job's trace."""
+    headers: dict[str, Any] = {
+        "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "sdk": _SDK_INFO,
+    }
+    if trace:
+        headers["trace"] = trace
+    if dsn:
+        headers["dsn"] = dsn
+    body = _dumps(payload)
+    item = {"type": "check_in", "content_type": "application/json", "length": len(body)}
+    return b"".join((_dumps(headers), b"\n", _dumps(item), b"\n", body, b"\n"))
 
 
 #: Content types of the ``{"version": 2, "items": [...]}`` container items.

@@ -8,8 +8,11 @@ from opentelemetry import baggage
 from opentelemetry.context import Context, get_value
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._checkins import root_ended, root_started
 from ._dsc import INCOMING_KEY, Incoming
 from ._internal_errors import handle_internal_errors, log_internal_error
+from ._mapping.checkins import SLUG as MONITOR_SLUG
+from ._mapping.spans import raw_attributes
 from .business import from_baggage
 from .pipeline import Pipeline, get_pipeline
 
@@ -62,6 +65,8 @@ class SentrySpanProcessor(SpanProcessor):
                     adopted = from_baggage(entries, pipeline.mapping.rules.baggage)
                     own = span.attributes or {}
                     span.set_attributes({k: v for k, v in adopted.items() if k not in own})
+                if pipeline.cfg.monitor_spans or MONITOR_SLUG in raw_attributes(span):
+                    root_started(pipeline, span)  # Sentry Crons: in_progress (_checkins.py)
         except Exception as exc:
             log_internal_error("SentrySpanProcessor.on_start", exc)
 
@@ -76,6 +81,8 @@ class SentrySpanProcessor(SpanProcessor):
             if parent is None or parent.is_remote:
                 context = span.context
                 pipeline.traces.root_ended(context.trace_id, context.span_id)
+                if pipeline.cfg.monitor_spans or MONITOR_SLUG in raw_attributes(span):
+                    root_ended(pipeline, span)  # Sentry Crons: ok / error
         except Exception as exc:
             log_internal_error("SentrySpanProcessor.on_end", exc)
 

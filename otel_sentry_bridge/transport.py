@@ -39,6 +39,7 @@ from .conventions import SDK_NAME
 from .envelopes import (
     Outgoing,
     build_batch_envelope,
+    build_check_in_envelope,
     build_client_report,
     build_envelope,
 )
@@ -156,13 +157,34 @@ class Transport:
         body = build_batch_envelope(item_type, entries, self._dsn_str)
         self._queue_body(body, category, len(entries), 0, 0.0)
 
-    def _queue_body(
-        self, body: bytes, category: str, quantity: int, spans: int, wait: float
-    ) -> None:
+    def submit_check_in(self, payload: dict[str, Any], trace: dict[str, str] | None = None,
+                        after: Outgoing | None = None) -> Outgoing | None:
+        """Queue one ``check_in`` item (category ``monitor``; any thread, never waits).
+        ``after``: the run's earlier check-in: while it is queued or being sent, this one is
+        queued only once it is done, so that Sentry receives a run's check-ins in order."""
+        if self._rate_limits.limited("monitor"):
+            self.drops.record("ratelimit_backoff", "monitor", 1)
+            return None
+        body = build_check_in_envelope(payload, self._dsn_str, trace)
+        if after is not None:
+            with self._cond:
+                if not self._closed and (after in self._pending or after in self._queue):
+                    item = self._item(body, "monitor", 1, 0)
+                    after.followers = [*(after.followers or ()), item]
+                    return item
+        return self._queue_body(body, "monitor", 1, 0, 0.0)
+
+    def _item(self, body: bytes, category: str, quantity: int, spans: int) -> Outgoing:
         if self._compress_early:
             body = gzip_body(body, self.cfg.compression_level)
-        self._enqueue(Outgoing(body, category, quantity, spans,
-                               compressed=self._compress_early), wait=wait)
+        return Outgoing(body, category, quantity, spans, compressed=self._compress_early)
+
+    def _queue_body(
+        self, body: bytes, category: str, quantity: int, spans: int, wait: float
+    ) -> Outgoing:
+        item = self._item(body, category, quantity, spans)
+        self._enqueue(item, wait=wait)
+        return item
 
     def _full(self, size: int) -> bool:
         return (
@@ -251,6 +273,11 @@ class Transport:
                         self._in_flight -= 1
                         if item in self._pending:
                             self._pending.remove(item)
+                        if item.followers and item not in self._queue:  # done, not retried
+                            for follower in reversed(item.followers):
+                                self._queue.appendleft(follower)
+                                self._queued_bytes += len(follower.body)
+                            item.followers = None
                         self._cond.notify_all()
                 with handle_internal_errors("transport.client_report"):
                     self.maybe_send_client_report()
@@ -358,6 +385,9 @@ class Transport:
         for item in pending:
             self._record_loss("network_error", item)
             item.abandoned = True
+        for item in leftover + pending:  # check-ins waiting for one of these
+            for follower in item.followers or ():
+                self._record_loss(reason, follower)
         leftover += pending
         if leftover and self.sentry is not None:  # best effort: report these drops too
             with suppress_instrumentation(), suppress_http_instrumentation(), \
