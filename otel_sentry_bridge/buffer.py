@@ -7,7 +7,9 @@ descendants) when their grace has passed, and counts everything it drops.
 
 A local root is a span with no parent, a remote parent, or a parent this process never saw.
 Without start events (exporter mode) a span whose parent is unknown waits for that parent until
-the buffered-span timeout.
+the buffered-span timeout. The finished descendants of a root that runs long go out in partial
+segments (:mod:`otel_sentry_bridge._open_roots`), or, with those off, are dropped (counted)
+after the timeout.
 
 Segments, waiting spans, size estimates and tombstone keys are defined in
 :mod:`otel_sentry_bridge._segments` (and importable from here).
@@ -19,18 +21,21 @@ from collections import OrderedDict
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ._open_roots import MAX_OPEN_ROOT_AGE, due, open_root_parts, running_long, track
 from ._segments import (
     DropSink,
+    OpenRoot,
     Ready,
     Segment,
     Waiting,
+    detach_blocked,
     estimate_size,
-    open_ancestor,
-    split_open,
+    expire_waiting,
     tombstone,
 )
 
-__all__ = ["DropSink", "Ready", "Segment", "TraceBuffer", "Waiting", "estimate_size", "tombstone"]
+__all__ = ["DropSink", "OpenRoot", "Ready", "Segment", "TraceBuffer", "Waiting", "estimate_size",
+           "tombstone"]
 
 
 class TraceBuffer:
@@ -47,9 +52,15 @@ class TraceBuffer:
         on_drop: DropSink,
         tombstone_ttl: float = 60.0,
         max_tombstones: int = 50_000,
+        partial_segments: bool = True,
+        max_root_age: float = MAX_OPEN_ROOT_AGE,
     ) -> None:
         self.grace = grace
         self.timeout = timeout
+        #: send the finished spans of a running root in partial segments (else: evict them)
+        self.partial_segments = partial_segments
+        self.max_root_age = max_root_age
+        self.max_spans = max_spans
         self.segment_cap = max(2 * max_spans, max_spans + 100)
         self.keep_per_segment = max_spans + 1
         self.max_buffered_spans = max_buffered_spans
@@ -88,6 +99,9 @@ class TraceBuffer:
             return
         parent = span.parent
         if parent is not None and not parent.is_remote:
+            if self.waiting and any(w.span.context.span_id == span_id
+                                    for w in self.waiting.get(parent.span_id, ())):
+                return  # it ended already (a start delivered again, late)
             if parent.span_id in self.lost_starts:
                 return  # the parent is real but untracked: group this span when it ends
             root_id = self.owner.get(parent.span_id)
@@ -102,7 +116,10 @@ class TraceBuffer:
             if len(self.lost_starts) < max(10_000, 4 * self.max_buffered_spans):
                 self.lost_starts.add(span_id)
             return
-        self.segments[span_id] = Segment(span_id, ctx.trace_id, now, tracked=True)
+        segment = Segment(span_id, ctx.trace_id, now, tracked=True, born=now)
+        if self.partial_segments:
+            segment.live = track(span)
+        self.segments[span_id] = segment
         self.owner[span_id] = span_id
 
     def end(self, span: ReadableSpan, now: float, *, starts_seen: bool) -> None:
@@ -131,6 +148,7 @@ class TraceBuffer:
                     return
                 segment.root = span
                 segment.root_ended_at = now
+                segment.live = segment.head = None
             else:
                 if span_id in segment.spans:
                     return
@@ -193,8 +211,8 @@ class TraceBuffer:
         segment.size += size
         self.span_count += 1
         self.byte_count += size
-        if len(segment.spans) > self.segment_cap:
-            self._prune(segment)
+        if len(segment.spans) > self.segment_cap and not running_long(self, segment, self.now):
+            self._prune(segment)  # (a long-running root's spans go out in partial segments)
 
     def _prune(self, segment: Segment) -> None:
         """Keep the earliest-started spans of an oversized segment; count the rest."""
@@ -238,8 +256,10 @@ class TraceBuffer:
 
     # ----------------------------------------------------------------- output
     def collect(self, now: float, *, force: bool = False) -> list[Ready]:
-        """Segments whose root ended more than ``grace`` ago (all ended ones when ``force``)."""
+        """Segments whose root ended more than ``grace`` ago (all ended ones when ``force``),
+        and partial segments of running roots that are due."""
         self.now = now
+        flush = force
         if self.dropped_ends:
             self._close_dropped(now)
         ready: list[Ready] = []
@@ -261,36 +281,22 @@ class TraceBuffer:
                 ):
                     ready.append(self._release(segment, now))
                     expired.append(root_id)
+            elif segment.live is not None:
+                if due(self, segment, now, flush):
+                    ready.extend(open_root_parts(self, segment, now, flush))
             elif now - segment.created >= self.timeout:
                 self._evict_children(segment, now)
         for root_id in expired:
             del self.segments[root_id]
-        self._expire_waiting(now)
+        if self.waiting:
+            expire_waiting(self, now)
         self._expire_tombstones(now)
         return ready
 
     def _release(self, segment: Segment, now: float) -> Ready:
         root = segment.root
         assert root is not None
-        children: list[ReadableSpan] = []
-        if segment.open:
-            # Finished spans below a still-open span wait for it: it roots a new segment.
-            blockers = {
-                span_id: open_ancestor(span, segment)
-                for span_id, span in segment.spans.items()
-            }
-            for span_id, blocker in blockers.items():
-                span = segment.spans[span_id]
-                if blocker is None:
-                    children.append(span)
-                    continue
-                size = estimate_size(span)
-                segment.size -= size
-                self.waiting.setdefault(blocker, []).append(Waiting(span, now, size))
-                self.owner.pop(span_id, None)
-            split_open(segment, self.segments, self.owner, now)
-        else:
-            children = list(segment.spans.values())
+        children = detach_blocked(segment, self.segments, self.owner, self.waiting, now)
         for span in children:
             self.owner.pop(span.context.span_id, None)
             self._remember_sent(span.context.span_id, segment.trace_id, now)
@@ -313,36 +319,6 @@ class TraceBuffer:
             segment.spans = {}
             segment.size = 0
         segment.created = now
-
-    def _expire_waiting(self, now: float) -> None:
-        if not self.waiting:
-            return
-        for parent_id in list(self.waiting):
-            items = self.waiting[parent_id]
-            keep = [w for w in items if now - w.since < self.timeout]
-            if len(keep) != len(items):
-                gone = [w for w in items if now - w.since >= self.timeout]
-                self.span_count -= len(gone)
-                self.byte_count -= sum(w.size for w in gone)
-                lost = 0
-                for item in gone:
-                    context = item.span.context
-                    if not self._has_copy(context.trace_id, context.span_id):
-                        lost += 1  # a second delivery of a span sent or buffered is not lost
-                        self._remember_sent(context.span_id, context.trace_id, now)
-                if lost:
-                    self.on_drop("event_processor", "span", lost)
-            if keep:
-                self.waiting[parent_id] = keep
-            else:
-                del self.waiting[parent_id]
-
-    def _has_copy(self, trace_id: int, span_id: int) -> bool:
-        """Whether this span was already sent or counted, or waits in a segment."""
-        if tombstone(trace_id, span_id) in self.sent:
-            return True
-        root_id = self.owner.get(span_id)
-        return root_id is not None and self.segments[root_id].trace_id == trace_id
 
     def _remember_sent(self, span_id: int, trace_id: int, now: float) -> None:
         self.sent[tombstone(trace_id, span_id)] = now + self.tombstone_ttl

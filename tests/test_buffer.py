@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 from spans import SpanFactory, remote_parent
 
-from otel_sentry_bridge.buffer import TraceBuffer
+from otel_sentry_bridge.buffer import OpenRoot, TraceBuffer
 
 
 class Harness:
@@ -17,7 +17,7 @@ class Harness:
     def __init__(self, **kw: float) -> None:
         self.drops: Counter[tuple[str, str]] = Counter()
         params = dict(grace=1.0, timeout=60.0, max_spans=1000, max_buffered_spans=10_000,
-                      max_buffered_bytes=1 << 30)
+                      max_buffered_bytes=1 << 30, partial_segments=True, max_root_age=86_400.0)
         params.update(kw)
         self.buffer = TraceBuffer(
             grace=float(params["grace"]), timeout=float(params["timeout"]),
@@ -25,9 +25,11 @@ class Harness:
             max_buffered_spans=int(params["max_buffered_spans"]),
             max_buffered_bytes=int(params["max_buffered_bytes"]),
             on_drop=lambda reason, cat, n: self.drops.update({(reason, cat): n}),
+            partial_segments=bool(params["partial_segments"]),
+            max_root_age=float(params["max_root_age"]),
         )
         self.now = 0.0
-        self.sent: list[tuple[ReadableSpan, list[ReadableSpan]]] = []
+        self.sent: list[tuple[ReadableSpan | OpenRoot, list[ReadableSpan]]] = []
 
     def start(self, span: ReadableSpan) -> None:
         self.buffer.start(span, self.now)
@@ -49,7 +51,14 @@ class Harness:
         self.now += seconds
         ready = self.buffer.collect(self.now, force=force)
         self.sent.extend(ready)
-        return [(root.name, sorted(c.name for c in children)) for root, children in ready]
+        return [(name_of(root), sorted(c.name for c in children)) for root, children in ready]
+
+
+def name_of(root: ReadableSpan | OpenRoot) -> str:
+    """A root's name; a partial segment's as ``<root name> (segment N)``."""
+    if isinstance(root, OpenRoot):
+        return f"{root.span.name} (segment {root.number})"
+    return root.name
 
 
 def tree(f: SpanFactory, depth_names: list[str]) -> None:
@@ -108,6 +117,7 @@ def test_child_ending_after_its_root_was_sent_goes_out_alone_in_the_same_trace()
     h.end(f.finished()[2])
     assert h.tick(1.5) == [("slow", ["inner"])]
     (first_root, _), (second_root, _) = h.sent
+    assert isinstance(first_root, ReadableSpan) and isinstance(second_root, ReadableSpan)
     assert second_root.context.trace_id == first_root.context.trace_id
     assert second_root.parent is not None
     assert second_root.parent.span_id == first_root.context.span_id
@@ -163,13 +173,13 @@ def test_force_ignores_the_grace() -> None:
     assert h.tick(0.0, force=True) == [("root", ["a"])]
 
 
-def test_unended_root_children_are_evicted_and_counted() -> None:
+def test_unended_root_children_are_evicted_and_counted_with_partial_segments_off() -> None:
     f = SpanFactory()
     tracer = f.tracer()
     from opentelemetry import trace
 
     root = tracer.start_span("forever", kind=SpanKind.SERVER)
-    h = Harness(timeout=30.0)
+    h = Harness(timeout=30.0, partial_segments=False)
     h.start(root)  # type: ignore[arg-type]
     for i in range(3):
         child = tracer.start_span(f"c{i}", context=trace.set_span_in_context(root))
@@ -261,4 +271,180 @@ def test_duplicate_delivery_while_waiting_for_the_parent_is_kept_once() -> None:
     assert h.buffer.span_count == 1
     h.end(root, starts=False)
     assert h.tick(0.0) == [("root", ["a"])]
+    assert (h.buffer.span_count, h.buffer.byte_count) == (0, 0)
+
+
+# ------------------------------------------------------------------ long-running roots
+
+
+class Job:
+    """A root that stays open while children start and finish (processor mode: starts seen)."""
+
+    def __init__(self, h: Harness, name: str = "nightly-report") -> None:
+        from opentelemetry import trace
+
+        self.h = h
+        self.f = SpanFactory()
+        self.tracer = self.f.tracer("job")
+        self.trace = trace
+        self.root = self.tracer.start_span(name, kind=SpanKind.CONSUMER)
+        h.start(self.root)  # type: ignore[arg-type]
+
+    def open(self, name: str, parent: object = None) -> object:
+        span = self.tracer.start_span(
+            name, context=self.trace.set_span_in_context(parent or self.root))  # type: ignore[arg-type]
+        self.h.start(span)  # type: ignore[arg-type]
+        return span
+
+    def close(self, span: object) -> None:
+        span.end()  # type: ignore[attr-defined]
+        self.h.end(self.f.finished()[-1])
+
+    def child(self, name: str, parent: object = None) -> object:
+        span = self.open(name, parent)
+        self.close(span)
+        return span
+
+    def end(self) -> None:
+        self.close(self.root)
+
+
+def test_running_root_sends_partial_segments_each_interval() -> None:
+    h = Harness(timeout=30.0)
+    job = Job(h)
+    for name in ("a", "b"):
+        job.child(name)
+    assert h.tick(29.0) == []
+    assert h.tick(1.5) == [("nightly-report (segment 1)", ["a", "b"])]
+    assert (h.buffer.span_count, h.buffer.byte_count) == (0, 0)
+    assert h.tick(30.0) == []  # nothing finished since: no empty segment
+    job.child("c")
+    assert h.tick(30.0) == [("nightly-report (segment 2)", ["c"])]
+    job.child("d")
+    job.end()
+    assert h.tick(2.0) == [("nightly-report", ["d"])]
+    assert h.drops == Counter()
+    assert (h.buffer.pending, h.buffer.span_count, h.buffer.byte_count, len(h.buffer.owner)) \
+        == (0, 0, 0, 0)
+    head = h.sent[0][0]
+    assert isinstance(head, OpenRoot)
+    assert head.span.context == job.root.get_span_context()
+    live: object = job.root
+    assert head.span.end_time is None and head.span is not live  # a snapshot
+
+
+def test_spans_next_to_an_open_span_wait_one_interval() -> None:
+    h = Harness(timeout=30.0)
+    job = Job(h)
+    job.child("done")
+    step = job.open("step")
+    job.child("inside-step", step)  # below an open span: waits for it
+    outer = job.open("outer")
+    inner = job.open("inner", outer)
+    job.close(outer)  # ended, with a descendant still open: waits for it too
+    assert h.tick(31.0) == [("nightly-report (segment 1)", ["done"])]
+    job.close(step)
+    job.close(inner)
+    assert h.tick(31.0) == [("nightly-report (segment 2)", ["inner", "inside-step", "outer",
+                                                           "step"])]
+    # held at most one interval: spans below a step that never ends go out after two
+    stuck = job.open("stuck")
+    job.child("below-stuck", stuck)
+    assert h.tick(31.0) == []
+    assert h.tick(31.0) == [("nightly-report (segment 3)", ["below-stuck"])]
+    job.close(stuck)
+    job.end()
+    assert h.tick(2.0) == [("nightly-report", ["stuck"])]
+    assert h.drops == Counter()
+
+
+def test_a_long_running_root_sends_a_full_transaction_at_once_and_on_flush() -> None:
+    h = Harness(timeout=30.0, max_spans=3)
+    job = Job(h)
+    for i in range(4):
+        job.child(f"early{i}")  # before the first interval: held (as with the setting off)
+    assert h.tick(0.0) == []
+    assert h.tick(31.0) == [("nightly-report (segment 1)", ["early0", "early1", "early2"]),
+                            ("nightly-report (segment 2)", ["early3"])]
+    for i in range(3):
+        job.child(f"c{i}")
+    assert h.tick(0.0) == [("nightly-report (segment 3)", ["c0", "c1", "c2"])]
+    job.child("last")
+    assert h.tick(0.0) == []
+    assert h.tick(0.0, force=True) == [("nightly-report (segment 4)", ["last"])]
+    job.end()
+    assert h.tick(0.0) == [("nightly-report", [])]
+    assert h.drops == Counter()
+
+
+def test_a_flush_leaves_roots_that_have_not_run_long_alone() -> None:
+    h = Harness(timeout=30.0)
+    job = Job(h)
+    job.child("a")
+    assert h.tick(1.0, force=True) == []
+    job.end()
+    assert h.tick(0.0) == [("nightly-report", ["a"])]
+
+
+def test_a_root_dropped_unended_is_forgotten() -> None:
+    import gc
+
+    h = Harness(timeout=30.0)
+    job = Job(h)
+    job.child("a")
+    assert h.tick(31.0) == [("nightly-report (segment 1)", ["a"])]
+    open_child = job.open("open-child")
+    job.child("b")
+    job.root = None  # type: ignore[assignment]  # the app dropped it without ending it
+    gc.collect()
+    assert h.tick(31.0) == [("nightly-report (segment 2)", ["b"])]  # the last one
+    assert (h.buffer.pending, len(h.buffer.owner), h.buffer.span_count) == (0, 0, 0)
+    job.close(open_child)  # an open descendant that ends later goes out on its own
+    assert h.tick(2.0) == [("open-child", [])]
+    assert h.drops == Counter()
+
+
+def test_a_root_dropped_before_its_first_segment_has_its_spans_counted() -> None:
+    import gc
+
+    h = Harness(timeout=30.0)
+    job = Job(h)
+    job.child("a")
+    job.root = None  # type: ignore[assignment]
+    gc.collect()
+    assert h.tick(31.0) == []
+    assert h.drops[("event_processor", "span")] == 1
+    assert (h.buffer.pending, len(h.buffer.owner), h.buffer.span_count) == (0, 0, 0)
+
+
+def test_a_root_is_tracked_for_max_root_age_at_most() -> None:
+    h = Harness(timeout=30.0, max_root_age=60.0)
+    job = Job(h)
+    job.child("a")
+    assert h.tick(31.0) == [("nightly-report (segment 1)", ["a"])]
+    job.child("b")
+    assert h.tick(31.0) == [("nightly-report (segment 2)", ["b"])]  # the last one
+    assert h.buffer.pending == 0
+    job.child("after")  # its parent is no longer tracked: a local root of its own
+    assert h.tick(0.0) == [("after", [])]
+    job.end()
+    assert h.tick(2.0) == [("nightly-report", [])]
+    assert h.drops == Counter()
+    assert (h.buffer.pending, len(h.buffer.owner), h.buffer.span_count) == (0, 0, 0)
+
+
+def test_exporter_mode_still_evicts_and_counts() -> None:
+    """Without starts there is no running root to describe: children of a parent that never
+    comes are dropped after the timeout and counted, as before."""
+    from opentelemetry import trace
+
+    f = SpanFactory()
+    tracer = f.tracer()
+    root = tracer.start_span("forever")
+    with tracer.start_as_current_span("child", context=trace.set_span_in_context(root)):
+        pass
+    h = Harness(timeout=30.0)
+    h.end(f.finished()[0], starts=False)
+    assert h.tick(31.0) == []
+    assert h.drops[("event_processor", "span")] == 1
     assert (h.buffer.span_count, h.buffer.byte_count) == (0, 0)

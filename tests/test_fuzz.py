@@ -52,7 +52,8 @@ from sentry_receiver import validate_event
 
 from otel_sentry_bridge import SentrySpanExporter, SentrySpanProcessor
 from otel_sentry_bridge._mapping import MappingContext, SpanMapper, build_transaction
-from otel_sentry_bridge.buffer import TraceBuffer
+from otel_sentry_bridge._mapping.partial import build_partial_segment, segment_span_id
+from otel_sentry_bridge.buffer import OpenRoot, TraceBuffer
 from otel_sentry_bridge.conventions import Attr, Res
 from otel_sentry_bridge.pipeline import reset_pipeline
 from otel_sentry_bridge.testing import BridgeCapture
@@ -85,6 +86,9 @@ def _report_generated(request: pytest.FixtureRequest) -> Iterator[None]:
         with capture.global_and_fixture_disabled():
             total = sum(GENERATED.values())
             reporter.write_line(f"\ntest_fuzz: {total} spans generated ({detail})")
+            if PARTIAL_SEGMENTS:
+                reporter.write_line("test_fuzz: partial segments made: " + ", ".join(
+                    f"{k}: {v}" for k, v in sorted(PARTIAL_SEGMENTS.items())))
 
 
 # ------------------------------------------------------------------------------------- values
@@ -643,6 +647,38 @@ def test_mapping_accepts_anything(forest: dict[str, Any], ctx: MappingContext) -
     assert orjson.dumps(cached.event) == body
 
 
+@settings(FUZZ, max_examples=150)
+@given(forest=forests(), ctx=mapping_contexts, number=st.integers(1, 10_000))
+def test_partial_segment_mapping_accepts_anything(
+    forest: dict[str, Any], ctx: MappingContext, number: int,
+) -> None:
+    """The same hostile input as a partial segment: the root (read as if still running) heads
+    a transaction ``<name> (segment N)`` under it, valid for Relay, or there is none."""
+    root, children = make_forest(forest)
+    mapped = build_partial_segment(root, children, number, ctx)
+    if mapped is None:
+        assert not children or dsn_bound(root, ctx) or not valid_ids(root)
+        return
+    PARTIAL_SEGMENTS["mapping"] += 1
+    event = mapped.event
+    orjson.dumps(event)
+    problems = [p for p in validate_event(event) if not user_said(p, event)]
+    assert problems == [], problems
+    trace_context = event["contexts"]["trace"]
+    assert trace_context["parent_span_id"] == f"{root.context.span_id:016x}"
+    assert trace_context["span_id"] == f"{segment_span_id(root.context.span_id, number):016x}"
+    assert trace_context["status"] == "ok"
+    assert event["transaction"].endswith(f" (segment {number})")
+    assert event["transaction_info"] == {"source": "custom"}
+    assert len(event["spans"]) <= ctx.max_spans
+    for error in mapped.errors:
+        assert validate_event(error, kind="event") == []
+
+
+#: Partial segments made by the properties (printed with the spans generated).
+PARTIAL_SEGMENTS: Counter[str] = Counter()
+
+
 # ------------------------------------------------------------------------ property B: buffer
 
 
@@ -670,14 +706,26 @@ def make_buffer_span(i: int, spec: dict[str, Any]) -> ReadableSpan:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     n = draw(st.integers(1, 24))
-    ids = [draw(st.one_of(st.integers(1, 2 * n), st.integers(1, 2**64 - 1), st.just(0)))
-           for _ in range(n)]
-    traces = [draw(st.sampled_from([TRACE_A, TRACE_A, TRACE_A, TRACE_B, 0])) for _ in range(n)]
+    # A quarter of the scenarios: one well-formed trace whose root (span 0) tends to run long,
+    # ending last or never (partial segments); the rest: ids, traces and parents at random.
+    job = draw(st.integers(0, 3)) == 0
+    if job:
+        ids = list(range(1, n + 1))
+        traces = [TRACE_A] * n
+    else:
+        ids = [draw(st.one_of(st.integers(1, 2 * n), st.integers(1, 2**64 - 1), st.just(0)))
+               for _ in range(n)]
+        traces = [draw(st.sampled_from([TRACE_A, TRACE_A, TRACE_A, TRACE_B, 0]))
+                  for _ in range(n)]
     spans = []
     for i in range(n):
         kind = draw(st.sampled_from(["none", "remote", "local", "local", "local", "unknown"]))
+        if job:
+            kind = "job" if i else "none"
         spec: dict[str, Any] = {"trace": traces[i], "id": ids[i]}
-        if kind == "remote":
+        if kind == "job":  # below the root or a span started before
+            spec["parent"] = (TRACE_A, draw(st.integers(1, i)), False)
+        elif kind == "remote":
             spec["parent"] = (traces[i], draw(st.integers(1, 2**64 - 1)), True)
         elif kind == "local":  # any span, itself included: cycles
             j = draw(st.integers(0, n - 1))
@@ -704,6 +752,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     def orderly(draw2: st.DrawFn) -> list[tuple[Any, ...]]:
         # starts before ends, then noise: lost starts, lost or repeated ends, collects
         tokens = draw2(st.permutations([(k, i) for i in range(n) for k in ("start", "end")]))
+        if job:  # the root starts first and mostly ends last
+            tokens.remove(("start", 0))
+            tokens.insert(0, ("start", 0))
+            if draw2(st.booleans()):
+                tokens.remove(("end", 0))
+                tokens.append(("end", 0))
         seen: set[int] = set()
         ops: list[tuple[Any, ...]] = []
         starts_seen = draw2(st.booleans())
@@ -718,18 +772,26 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     seen.add(i)
                 repeat = draw2(st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2]))
                 ops.extend([("end", i, starts_seen)] * repeat)
-            if draw2(st.integers(0, 5)) == 0:
+            if draw2(st.integers(0, 2 if job else 5)) == 0:
                 ops.append(draw2(tick))
+            ended_ = [op[1] for op in ops if op[0] == "end"]
+            if job and ended_ and draw2(st.integers(0, 7)) == 0:  # a late second delivery
+                ops.append(("end", draw2(st.sampled_from(ended_)), starts_seen))
         return ops
 
-    ops = draw(st.one_of(chaotic, orderly()))
+    ops = draw(orderly() if job else st.one_of(chaotic, orderly()))
     caps = draw(st.fixed_dictionaries({
         "grace": st.sampled_from([0.0, 0.5, 1.0, 5.0]),
         "timeout": st.sampled_from([1.0, 3.0, 30.0]),
         "max_spans": st.integers(1, 10),
         "max_buffered_spans": st.integers(1, 30),
         "max_buffered_bytes": st.integers(600, 60_000),
+        "partial_segments": st.booleans(),
+        "max_root_age": st.sampled_from([2.0, 86_400.0]),
     }))
+    if job:  # intervals that the ticks reach, mostly with partial segments on
+        caps["timeout"] = draw(st.sampled_from([1.0, 1.0, 3.0]))
+        caps["partial_segments"] = draw(st.sampled_from([True, True, True, False]))
     return Scenario(spans, ops, caps)
 
 
@@ -752,9 +814,11 @@ def test_buffer_sends_each_span_once_or_counts_it(scenario: Scenario) -> None:
     ended_objects: set[int] = set()
     # Spans with an invalid (zero) id cannot be told apart: each delivery is one drop.
     invalid_ends = 0
-    sent: list[tuple[ReadableSpan, list[ReadableSpan]]] = []
+    started: set[tuple[int, int]] = set()
+    sent: list[tuple[ReadableSpan | OpenRoot, list[ReadableSpan]]] = []
     for op in scenario.ops:
         if op[0] == "start":
+            started.add(span_key(spans[op[1]]))
             buffer.start(spans[op[1]], now)
         elif op[0] == "end":
             span = spans[op[1]]
@@ -771,13 +835,26 @@ def test_buffer_sends_each_span_once_or_counts_it(scenario: Scenario) -> None:
         now += scenario.caps["timeout"] + scenario.caps["grace"] + 1.0
         sent.extend(buffer.collect(now, force=True))
 
-    sent_keys = Counter(span_key(s) for root, children in sent for s in (root, *children))
+    # A partial segment (its head: an OpenRoot, a snapshot of a root still running) sends
+    # its children only; the root goes out with its own transaction, if it ends.
+    partial = [(root, children) for root, children in sent if isinstance(root, OpenRoot)]
+    whole = [(root, children) for root, children in sent if not isinstance(root, OpenRoot)]
+    assert scenario.caps["partial_segments"] or not partial, "partial segments while off"
+    for head, children in partial:
+        assert children, "an empty partial segment"
+        assert len(children) <= scenario.caps["max_spans"]
+        assert head.number >= 1 and span_key(head.span) in started
+        assert head.span.end_time is None and all(head.span is not s for s in spans)
+        assert all(c.context.trace_id == head.span.context.trace_id for c in children)
+    sent_spans = [s for root, children in whole for s in (root, *children)]
+    sent_spans += [s for _head, children in partial for s in children]
+    sent_keys = Counter(span_key(s) for s in sent_spans)
     twice = {f"{t:x}/{i:x}": n for (t, i), n in sent_keys.items() if n > 1}
     assert not twice, f"spans sent more than once: {twice}"
-    never_ended = [s.name for root, children in sent for s in (root, *children)
-                   if id(s) not in ended_objects]
+    never_ended = [s.name for s in sent_spans if id(s) not in ended_objects]
     assert not never_ended, f"sent spans that never ended: {never_ended}"
-    assert all(valid_ids(s) for root, children in sent for s in (root, *children))
+    assert all(valid_ids(s) for s in sent_spans)
+    PARTIAL_SEGMENTS["buffer"] += len(partial)
     unaccounted = len(ended - set(sent_keys)) + invalid_ends
     # two assertions, so that Hypothesis reports lost and over-counted spans separately
     assert sum(drops.values()) >= unaccounted, (
