@@ -62,3 +62,21 @@ def test_our_envelopes_parse_with_sentry_sdk() -> None:
     (item,) = envelope.items
     assert item.type == "transaction"
     assert item.payload.json == event
+
+
+def test_what_the_coexistence_hooks_and_the_profiler_use() -> None:
+    """Names _sdk_hooks.py and _profiling.py take from sentry-sdk (some private)."""
+    import inspect
+
+    import sentry_sdk
+    from sentry_sdk.client import _Client
+    from sentry_sdk.profiler import continuous_profiler
+    from sentry_sdk.scope import register_external_propagation_context
+
+    assert callable(register_external_propagation_context)
+    assert inspect.isgeneratorfunction(sentry_sdk.Scope.iter_trace_propagation_headers)
+    assert "event" in inspect.signature(_Client.capture_event).parameters
+    for name in ("start_profiler", "stop_profiler", "get_profiler_id",
+                 "try_profile_lifecycle_trace_start"):
+        assert callable(getattr(continuous_profiler, name)), name
+    assert hasattr(continuous_profiler, "_scheduler")  # its teardown() ends the trace lifecycle
