@@ -12,6 +12,7 @@ from .browser import SentryMetaTagsASGIMiddleware, SentryMetaTagsMiddleware, met
 from .business import business_context, set_business_context
 from .capture import capture_errors
 from .config import SETTINGS, BridgeConfig, load_config
+from .crons import monitor
 from .exporter import SentrySpanExporter
 from .measurements import set_measurement
 from .processor import SentrySpanProcessor
@@ -31,6 +32,7 @@ __all__ = [
     "capture_errors",
     "load_config",
     "meta_tags",
+    "monitor",
     "redis_request_hook",
     "redis_response_hook",
     "set_business_context",

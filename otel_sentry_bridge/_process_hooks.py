@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import get_meter_provider
 
+from ._checkins import fail_open
 from ._internal_errors import handle_internal_errors
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ def exit_flush(pipeline: Pipeline) -> None:
     them), then flush and stop the pipeline."""
     total = pipeline.cfg.shutdown_timeout
     deadline = time.monotonic() + total
+    with handle_internal_errors("pipeline.exit_check_ins"):
+        fail_open(pipeline)  # monitored jobs the process dies in: error (queued, in order)
     for feeding, name, get_provider in (
         (pipeline.log_exporters, "logs", get_logger_provider),
         (pipeline.metric_exporters, "metrics", get_meter_provider),
@@ -32,6 +35,9 @@ def exit_flush(pipeline: Pipeline) -> None:
                 flush = getattr(get_provider(), "force_flush", None)
                 if flush is not None:  # at most a quarter of the budget each
                     flush(int(max(0.0, min(total / 4, deadline - time.monotonic())) * 1000))
+    with handle_internal_errors("pipeline.exit_profiling"):
+        from ._profiling import flush_profiler  # noqa: PLC0415 (only when exiting)
+        flush_profiler(max(0.0, min(total / 4, deadline - time.monotonic())))
     pipeline.shutdown(max(0.0, deadline - time.monotonic()))  # one budget for all of it
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 from ._dsc import DscDefaults
 from ._trace_headers import org_id_from_host
@@ -48,3 +49,14 @@ def count_unsampled(drops: DropCounter, root: ReadableSpan,
     """Count a transaction that was recorded but not sampled (client report ``sample_rate``)."""
     drops.record("sample_rate", "transaction", 1)
     drops.record("sample_rate", "span", len(children) + 1)
+
+
+_CALL_KEYS = ("db.system", "db.system.name", "http.request.method", "http.method")
+
+
+def orphan_call(root: ReadableSpan) -> bool:
+    """A database, cache or HTTP client span without a parent."""
+    if root.kind is not SpanKind.CLIENT:
+        return False
+    attributes = root.attributes or {}
+    return any(key in attributes for key in _CALL_KEYS)

@@ -13,6 +13,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._internal_errors import handle_internal_errors, logger
 from ._process_hooks import exit_flush
+from ._profiling import setup_profiling
 from ._sdk_hooks import install_sentry_sdk_hooks
 from .logs import SentryLogHandler
 from .pipeline import get_pipeline
@@ -70,6 +72,8 @@ def install(provider: TracerProvider | None = None) -> SentrySpanProcessor | Non
     _INSTALLED.add(provider)
     logger.debug("otel-sentry-bridge: span processor installed")
     _link_sentry_sdk()
+    with handle_internal_errors("install.profiling"):  # SENTRY_BRIDGE_PROFILING only
+        setup_profiling(provider, processor.pipeline)
     return processor
 
 
@@ -129,6 +133,11 @@ def post_instrument() -> None:
         if cfg.redis_cache_spans:
             with handle_internal_errors("post_instrument.redis"):
                 reinstrument_redis()
+        if "opentelemetry.instrumentation.celery" in sys.modules:  # celery is instrumented
+            with handle_internal_errors("post_instrument.celery"):
+                from .celery_hooks import install_celery_hooks  # noqa: PLC0415 (celery only)
+
+                install_celery_hooks(cfg.send_default_pii)
         if cfg.logs:
             with handle_internal_errors("post_instrument.logs"):
                 install_log_handler(cfg.log_level)

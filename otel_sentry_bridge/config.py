@@ -58,6 +58,14 @@ class Setting:
     parse: Callable[[str], Any]
 
 
+def parse_profile_lifecycle(raw: str) -> str:
+    """``manual`` or ``trace`` (sentry-sdk's ``profile_lifecycle``)."""
+    value = raw.strip().lower()
+    if value not in ("manual", "trace"):
+        raise BadValue("manual or trace")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("dsn", "SENTRY_DSN", "DSN", None,
             "Where to send. Unset: the bridge stays off (unless an envelope folder is set).",
@@ -128,8 +136,15 @@ SETTINGS: tuple[Setting, ...] = (
             "How long a root's transaction waits after the root ends for children still "
             "finishing.", parse_float(0.0, 600.0)),
     Setting("buffer_timeout", "SENTRY_BRIDGE_BUFFER_TIMEOUT", "seconds", 600.0,
-            "How long finished spans of a root that has not ended are kept before they are "
-            "evicted (counted).", parse_float(1.0)),
+            "How long finished spans of a root that has not ended are kept: then they are sent "
+            "as a partial segment (and again each time this long), or, with partial segments "
+            "off, evicted (counted). Also how long a span waits for a parent never seen.",
+            parse_float(1.0)),
+    Setting("partial_segments", "SENTRY_BRIDGE_PARTIAL_SEGMENTS", "bool", True,
+            "Send the finished spans of a root still running after "
+            "`SENTRY_BRIDGE_BUFFER_TIMEOUT` (a long job) as transactions "
+            "`<root name> (segment N)` under it, instead of dropping them (span processor "
+            "only; [Long-running work](reliability.md#long-running-work)).", parse_bool),
     Setting("max_buffered_spans", "SENTRY_BRIDGE_MAX_BUFFERED_SPANS", "int", 50_000,
             "Cap on spans held in memory, per stage (intake queue, trace buffer); over it "
             "spans are dropped and counted. While Sentry is unreachable the intake holds a "
@@ -137,6 +152,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_buffered_bytes", "SENTRY_BRIDGE_MAX_BUFFERED_BYTES", "int (bytes)", 64 << 20,
             "Global cap on the estimated size of buffered spans and queued envelopes.",
             parse_int(1 << 20)),
+    Setting("orphan_client_spans", "SENTRY_BRIDGE_ORPHAN_CLIENT_SPANS", "bool", False,
+            "Send database, cache and HTTP client spans that have no parent (a query outside "
+            "any traced request or job, a worker's broker polling) as transactions of their "
+            "own. Off: dropped and counted (`event_processor`), as Sentry's SDKs do.",
+            parse_bool),
     Setting("drop_connect_spans", "SENTRY_BRIDGE_DROP_CONNECT_SPANS", "bool", False,
             "Drop database connection spans (`db.connect`) entirely.", parse_bool),
     Setting("redis_cache_spans", "SENTRY_BRIDGE_REDIS_CACHE_SPANS", "bool", True,
@@ -145,6 +165,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_prefixes", "SENTRY_BRIDGE_CACHE_PREFIXES", "comma list", (),
             "Only redis keys with one of these prefixes count as cache operations (empty: all).",
             parse_list),
+    Setting("monitor_spans", "SENTRY_BRIDGE_MONITOR_SPANS", "comma list of rules", (),
+            "Local root spans reported as Sentry Crons check-ins: `name` or `name=slug`, "
+            "matched against the span name, its `celery.task_name`, or its name after the "
+            "first `/` (`run/app.tasks.report`). See [Crons](crons.md).", parse_list),
     Setting("ignore_errors", "SENTRY_BRIDGE_IGNORE_ERRORS", "comma list", (),
             "Exception types whose error events are not sent (`ValueError` or "
             "`requests.exceptions.ConnectTimeout`; counted as `event_processor`).", parse_list),
@@ -180,6 +204,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Upper bound on flushing at exit or shutdown.", parse_float(0.0, 300.0)),
     Setting("http_timeout", "SENTRY_BRIDGE_HTTP_TIMEOUT", "seconds", 10.0,
             "Socket timeout of one request to Sentry.", parse_float(0.1, 300.0)),
+    Setting("profiling", "SENTRY_BRIDGE_PROFILING", "bool", False,
+            "Run sentry-sdk's continuous profiler and link its profile chunks to the "
+            "transactions (flame graphs; [Profiling](profiling.md)).", parse_bool),
+    Setting("profile_session_sample_rate", "SENTRY_PROFILE_SESSION_SAMPLE_RATE", "float 0..1",
+            None, "With profiling on: share of processes profiled, decided once per process "
+            "(unset: 1.0). An app's own `sentry_sdk.init()` options win.",
+            parse_float(0.0, 1.0)),
+    Setting("profile_lifecycle", "SENTRY_PROFILE_LIFECYCLE", "manual or trace", "manual",
+            "`manual`: the profiler samples for the whole life of the process; `trace`: only "
+            "while a sampled local root span (a request, a job) runs.", parse_profile_lifecycle),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -213,11 +247,14 @@ class BridgeConfig:
     send_default_pii: bool = False
     late_span_grace: float = 1.0
     buffer_timeout: float = 600.0
+    partial_segments: bool = True
     max_buffered_spans: int = 50_000
     max_buffered_bytes: int = 64 << 20
+    orphan_client_spans: bool = False
     drop_connect_spans: bool = False
     redis_cache_spans: bool = True
     cache_prefixes: tuple[str, ...] = ()
+    monitor_spans: tuple[str, ...] = ()
     ignore_errors: tuple[str, ...] = ()
     ignore_transactions: tuple[str, ...] = ()
     ignore_status_codes: tuple[tuple[int, int], ...] = ()
@@ -231,6 +268,9 @@ class BridgeConfig:
     sender_threads: int = 4
     shutdown_timeout: float = 5.0
     http_timeout: float = 10.0
+    profiling: bool = False
+    profile_session_sample_rate: float | None = None
+    profile_lifecycle: str = "manual"
     #: Settings whose value was bad (name -> accepted values); for ``doctor`` and tests.
     invalid: tuple[tuple[str, str], ...] = ()
 

@@ -30,7 +30,7 @@ from ._process_hooks import register_process_hooks
 from ._rules_env import context_env
 from ._sampling_support import dsc_defaults
 from ._send import send_segment
-from .buffer import TraceBuffer
+from .buffer import OpenRoot, TraceBuffer
 from .config import BridgeConfig, load_config
 from .filters import EventFilter
 from .reports import DropCounter
@@ -101,6 +101,7 @@ class Pipeline:
             max_buffered_spans=cfg.max_buffered_spans,
             max_buffered_bytes=cfg.max_buffered_bytes * 3 // 4,
             on_drop=self.drops.record,
+            partial_segments=cfg.partial_segments,
         )
 
     # ------------------------------------------------------------ app thread
@@ -265,7 +266,7 @@ class Pipeline:
                 count += 1
         return count
 
-    def _send(self, root: ReadableSpan, children: list[ReadableSpan]) -> None:
+    def _send(self, root: ReadableSpan | OpenRoot, children: list[ReadableSpan]) -> None:
         send_segment(self, root, children)  # _send.py
 
     # ------------------------------------------------------------ lifecycle

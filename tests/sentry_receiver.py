@@ -95,7 +95,8 @@ CONTENT_TYPES: dict[str, str] = {
     "span": "application/vnd.sentry.items.span.v2+json",
 }
 ITEM_TYPES: frozenset[str] = frozenset(
-    {"transaction", "event", "client_report", "check_in", "log", "trace_metric", "span"}
+    {"transaction", "event", "client_report", "check_in", "log", "trace_metric", "span",
+     "profile_chunk"}
 )
 # Queries module (§4.4/§5): ops that are category "db" but not SQL.
 _NON_SQL_DB_OPS = frozenset({"db.redis", "db.connect"})
@@ -871,6 +872,120 @@ def _check_check_in(item: Item, where: str, add: Callable[[str], None]) -> None:
     trace = _as_dict(_as_dict(payload.get("contexts")).get("trace"))
     if trace and not _is_hex32(trace.get("trace_id")):
         add(f"{where}: contexts.trace.trace_id {trace.get('trace_id')!r} must be 32 hex")
+    _check_check_in_details(payload, where, add)
+
+
+_MONITOR_CONFIG_KEYS = frozenset({"schedule", "timezone", "checkin_margin", "max_runtime",
+                                  "failure_issue_threshold", "recovery_threshold", "owner"})
+
+
+def _check_check_in_details(payload: dict[str, Any], where: str,
+                            add: Callable[[str], None]) -> None:
+    """§7.2 beyond the basics: what Relay rejects or cuts (slug > 50, environment > 64
+    characters, a config without a schedule), and the documented shape (a closing check-in
+    has its duration, only the trace context, minutes as positive integers)."""
+    slug = payload.get("monitor_slug")
+    if isinstance(slug, str) and len(slug) > 50:
+        add(f"{where}: monitor_slug is {len(slug)} characters (Relay keeps 50)")
+    environment = payload.get("environment")
+    if environment is not None and (not _is_nonempty_str(environment) or len(environment) > 64):
+        add(f"{where}: environment {environment!r} must be a string of 1..64 characters")
+    if payload.get("release") is not None and not _is_nonempty_str(payload.get("release")):
+        add(f"{where}: release {payload.get('release')!r} must be a non-empty string")
+    status, duration = payload.get("status"), payload.get("duration")
+    if status in ("ok", "error") and not _is_number(duration):
+        add(f"{where}: a closing check-in ({status}) needs its duration in seconds")
+    if status == "in_progress" and duration is not None:
+        add(f"{where}: an in_progress check-in has no duration ({duration!r})")
+    config = payload.get("monitor_config")
+    if config is not None:
+        if not isinstance(config, dict) or "schedule" not in config:
+            add(f"{where}: monitor_config must be an object with a schedule (Relay)")
+            config = {}
+        unknown = set(config) - _MONITOR_CONFIG_KEYS
+        if unknown:
+            add(f"{where}: monitor_config has unknown keys {sorted(unknown)}")
+        schedule = _as_dict(config.get("schedule"))
+        value = schedule.get("value")
+        if schedule.get("type") == "crontab" and isinstance(value, str) and len(
+                value.split()) != 5:
+            add(f"{where}: crontab {value!r} must have 5 fields")
+        zone = config.get("timezone")
+        if zone is not None and not _is_nonempty_str(zone):
+            add(f"{where}: monitor_config.timezone {zone!r} must be a zone name")
+        for key in ("checkin_margin", "max_runtime", "failure_issue_threshold",
+                    "recovery_threshold"):
+            number = config.get(key)
+            if number is not None and (not _is_int(number) or number < 1):
+                add(f"{where}: monitor_config.{key} {number!r} must be a positive integer")
+    contexts = payload.get("contexts")
+    if contexts is not None:
+        if not isinstance(contexts, dict) or set(contexts) - {"trace"}:
+            add(f"{where}: contexts must hold the trace context only")
+        span_id = _as_dict(_as_dict(contexts).get("trace")).get("span_id")
+        if span_id is not None and not _is_hex16(span_id):
+            add(f"{where}: contexts.trace.span_id {span_id!r} must be 16 lowercase hex")
+
+
+def _check_profile_chunk(item: Item, where: str, add: Callable[[str], None]) -> None:
+    """A continuous-profiling chunk (Sentry's "Sample Format V2", as sentry-sdk writes it)."""
+    payload = item.json
+    if not isinstance(payload, dict):
+        add(f"{where}: payload is not a JSON object")
+        return
+    if not _is_nonempty_str(item.headers.get("platform")):
+        add(f"{where}: item header platform is missing")
+    if payload.get("version") != "2":
+        add(f"{where}: version {payload.get('version')!r} != '2'")
+    for key in ("chunk_id", "profiler_id"):
+        if not _is_hex32(payload.get(key)):
+            add(f"{where}: {key} {payload.get(key)!r} must be 32 lowercase hex")
+    if not _is_nonempty_str(payload.get("platform")):
+        add(f"{where}: platform is missing")
+    sdk = _as_dict(payload.get("client_sdk"))
+    if not _is_nonempty_str(sdk.get("name")) or not _is_nonempty_str(sdk.get("version")):
+        add(f"{where}: client_sdk needs a name and a version")
+    for key in ("release", "environment"):
+        if payload.get(key) is not None and not _is_nonempty_str(payload.get(key)):
+            add(f"{where}: {key} {payload.get(key)!r} must be a non-empty string")
+    profile = payload.get("profile")
+    if not isinstance(profile, dict):
+        add(f"{where}: profile must be an object")
+        return
+    frames, stacks, samples = (profile.get(k) for k in ("frames", "stacks", "samples"))
+    if not isinstance(frames, list) or not isinstance(stacks, list):
+        add(f"{where}: profile.frames and profile.stacks must be lists")
+        return
+    if not isinstance(samples, list):
+        add(f"{where}: profile.samples must be a list")
+        return
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, dict) or not (
+            _is_nonempty_str(frame.get("function")) or frame.get("instruction_addr")
+        ):
+            add(f"{where}: profile.frames[{index}] needs a function")
+    for index, stack in enumerate(stacks):
+        if not isinstance(stack, list) or not all(
+            _is_int(f) and 0 <= f < len(frames) for f in stack
+        ):
+            add(f"{where}: profile.stacks[{index}] must list indexes into frames")
+    for index, sample in enumerate(samples):
+        at = f"{where}: profile.samples[{index}]"
+        if not isinstance(sample, dict):
+            add(f"{at} is not an object")
+            continue
+        stack_id: Any = sample.get("stack_id")
+        if not _is_int(stack_id) or not 0 <= stack_id < len(stacks):
+            add(f"{at}.stack_id {stack_id!r} must index profile.stacks")
+        if not _is_number(sample.get("timestamp")):
+            add(f"{at}.timestamp {sample.get('timestamp')!r} must be a number (epoch seconds)")
+        if not _is_nonempty_str(sample.get("thread_id")):
+            add(f"{at}.thread_id {sample.get('thread_id')!r} must be a string")
+    metadata = profile.get("thread_metadata")
+    if metadata is not None and not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in _as_dict(metadata).items()
+    ):
+        add(f"{where}: profile.thread_metadata must map thread ids to objects")
 
 
 _SHAPE_CHECKS: dict[str, Callable[[Item, str, Callable[[str], None]], None]] = {
@@ -879,6 +994,7 @@ _SHAPE_CHECKS: dict[str, Callable[[Item, str, Callable[[str], None]], None]] = {
     "log": _check_log,
     "trace_metric": _check_trace_metric,
     "span": _check_span_v2,
+    "profile_chunk": _check_profile_chunk,
 }
 
 
@@ -1455,6 +1571,10 @@ class SentryReceiver:
 
     def check_ins(self) -> list[dict[str, Any]]:
         return self._payloads("check_in")
+
+    def profile_chunks(self) -> list[dict[str, Any]]:
+        """Continuous-profiling chunks (``profile_chunk`` items)."""
+        return self._payloads("profile_chunk")
 
     def logs(self) -> list[dict[str, Any]]:
         """Individual log records, flattened out of the ``log`` batch items."""

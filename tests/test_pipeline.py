@@ -191,3 +191,35 @@ def test_ended_spans_wait_in_the_intake_without_empty_event_and_link_lists() -> 
         assert [s["description"] for s in txn["spans"]] == ["child"]
     finally:
         capture.close()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_client_spans_without_a_parent_are_not_transactions(keep: bool) -> None:
+    """A query or request outside any traced request or job (a Celery worker's broker polling,
+    a script's stray query) is no transaction, as with Sentry's SDKs: dropped and counted,
+    unless SENTRY_BRIDGE_ORPHAN_CLIENT_SPANS asks for them."""
+    from opentelemetry.trace import SpanKind
+
+    capture = BridgeCapture(orphan_client_spans=keep)
+    try:
+        tracer = capture.tracer_provider.get_tracer("opentelemetry.instrumentation.redis")
+        with tracer.start_as_current_span("BRPOP", kind=SpanKind.CLIENT,
+                                          attributes={"db.system": "redis"}) as span:
+            span.record_exception(RuntimeError("NoScriptError"))  # handled by the caller
+        with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={
+                "http.request.method": "GET", "url.full": "http://api/x"}):
+            pass
+        with tracer.start_as_current_span("job"):  # a root of the app's own: kept
+            with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT,
+                                              attributes={"db.system": "redis"}):
+                pass
+        names = sorted(t["transaction"] for t in capture.transactions())
+        counted = {(d["reason"], d["category"]): d["quantity"]
+                   for report in capture.client_reports() for d in report["discarded_events"]}
+        if keep:
+            assert names == ["BRPOP", "GET", "job"] and len(capture.items("event")) == 1
+        else:
+            assert names == ["job"] and capture.items("event") == []
+            assert counted[("event_processor", "transaction")] == 2
+    finally:
+        capture.close()
