@@ -25,7 +25,9 @@ them. Nothing here runs, and sentry-sdk's profiler is never touched, while profi
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -234,6 +236,7 @@ def _init_client(provider: TracerProvider, pipeline: Pipeline) -> bool:
     if cfg.spotlight:
         options["spotlight"] = cfg.spotlight
     sentry_sdk.init(**options)
+    _CLIENT.append(sentry_sdk.get_client())
     logger.debug("otel-sentry-bridge: started a sentry-sdk client for the profiler only")
     return True
 
@@ -243,8 +246,18 @@ def _drop(event: Any, hint: Any) -> None:
     del event, hint
 
 
+_FLUSHED: list[bool] = []
+#: the profiling-only client the bridge created (flushed at exit even after an app's own init)
+_CLIENT: list[Any] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_FLUSHED.clear)  # a forked child flushes its own
+
+
 def _exit_flush(timeout: float) -> Callable[[], None]:
     def flush() -> None:
+        if _FLUSHED:  # registered more than once (and called from exit_flush): once is enough
+            return
+        _FLUSHED.append(True)
         with handle_internal_errors("profiling.exit_flush"):
             import sentry_sdk
             from sentry_sdk.profiler import continuous_profiler
@@ -255,7 +268,10 @@ def _exit_flush(timeout: float) -> Callable[[], None]:
             scheduler = getattr(continuous_profiler, "_scheduler", None)
             if getattr(scheduler, "lifecycle", None) == "trace":
                 scheduler.teardown()  # type: ignore[union-attr]
-            sentry_sdk.get_client().flush(timeout=timeout)
+            clients = [*_CLIENT, sentry_sdk.get_client()]
+            deadline = time.monotonic() + timeout
+            for client in dict.fromkeys(clients):  # one budget for both
+                client.flush(timeout=max(0.0, deadline - time.monotonic()))
 
     return flush
 

@@ -37,11 +37,13 @@ def send_segment(
     sampled = root.context.trace_flags.sampled
     local = is_local_root(root)
     trace_id = root.context.trace_id
-    if root.parent is None and not pipeline.cfg.orphan_client_spans and orphan_call(root):
+    orphan = root.parent is None and not pipeline.cfg.orphan_client_spans and orphan_call(root)
+    if orphan and pipeline.mapper.template(root).own_request:
+        return  # a request to Sentry itself (e.g. sentry-sdk's own uploads): never counted
+    if orphan and not has_exceptions(root, children):
         # A query or request outside any traced request or job (a worker's broker polling):
-        # not a transaction, as with Sentry's SDKs; counted.
-        pipeline.drops.record("event_processor", "transaction", 1)
-        pipeline.drops.record("event_processor", "span", len(children) + 1)
+        # not a transaction, as with Sentry's SDKs; counted. (With an error: below.)
+        _count_orphan(pipeline, children)
         discard_error_inputs(root, children)
         pipeline.traces.root_sent(trace_id)
         return
@@ -57,7 +59,14 @@ def send_segment(
         return
     complete_error_inputs(root, children, mapped, pipeline.mapping)
     dsc = pipeline.traces.for_event(trace_id, mapped.event, local, sampled)
-    _submit(pipeline, mapped, dsc, sampled, root, children)
+    # An orphan's errors are sent (Sentry's SDKs report errors without a transaction too);
+    # its transaction is not.
+    _submit(pipeline, mapped, dsc, sampled, root, children, orphan=orphan)
+
+
+def _count_orphan(pipeline: Pipeline, children: list[ReadableSpan]) -> None:
+    pipeline.drops.record("event_processor", "transaction", 1)
+    pipeline.drops.record("event_processor", "span", len(children) + 1)
 
 
 def _send_partial(pipeline: Pipeline, part: OpenRoot, children: list[ReadableSpan]) -> None:
@@ -65,8 +74,7 @@ def _send_partial(pipeline: Pipeline, part: OpenRoot, children: list[ReadableSpa
     sampled = root.context.trace_flags.sampled
     if root.parent is None and not pipeline.cfg.orphan_client_spans and orphan_call(root):
         # the root's own transaction will not be sent (above): nor are its segments; counted
-        pipeline.drops.record("event_processor", "transaction", 1)
-        pipeline.drops.record("event_processor", "span", len(children) + 1)
+        _count_orphan(pipeline, children)
         head = segment_head(root, children, part.number)
         if head is not None:
             discard_error_inputs(head, children)
@@ -91,7 +99,7 @@ def _send_partial(pipeline: Pipeline, part: OpenRoot, children: list[ReadableSpa
 
 def _submit(
     pipeline: Pipeline, mapped: MappedTransaction, dsc: dict[str, str], sampled: bool,
-    root: ReadableSpan, children: list[ReadableSpan],
+    root: ReadableSpan, children: list[ReadableSpan], orphan: bool = False,
 ) -> None:
     drops = pipeline.drops
     if mapped.dropped_spans:
@@ -114,6 +122,9 @@ def _submit(
             transport.submit(kept, "event", wait=budget, trace=dsc)
     if not sampled:
         count_unsampled(drops, root, children)
+        return
+    if orphan:
+        _count_orphan(pipeline, children)
         return
     if _profiling.ACTIVE:  # SENTRY_BRIDGE_PROFILING: link the profile chunks (_profiling.py)
         _profiling.link_profile(mapped.event, _profiling.current_profiler_id())

@@ -172,10 +172,12 @@ def _before_publish(sender: Any = None, body: Any = None, headers: Any = None,
         system = broker_system(app, write=True)
         if system:
             span.set_attribute("messaging.system", system)
-        serializer = getattr(task, "serializer", None) or app.conf.task_serializer
-        size = body_size(body, serializer)
-        if size is not None:
-            span.set_attribute(BODY_SIZE, size)
+        if span.get_span_context().trace_flags.sampled:  # its transaction is sent
+            # measuring means serializing the body once more: only when it is reported
+            serializer = getattr(task, "serializer", None) or app.conf.task_serializer
+            size = body_size(body, serializer)
+            if size is not None:
+                span.set_attribute(BODY_SIZE, size)
 
 
 def _prerun(task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
@@ -186,20 +188,23 @@ def _prerun(task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) ->
         request = task.request
         if not getattr(request, "is_eager", False):  # an eager task never saw a broker
             enqueued = enqueued_time(request)
-            if enqueued is not None:
+            # a task with an ETA or countdown waited on purpose: that is no receive latency
+            if enqueued is not None and getattr(request, "eta", None) is None:
                 start = getattr(span, "start_time", None)
                 started = start / 1e9 if type(start) is int else time.time()
                 span.set_attribute(LATENCY, max(0.0, (started - enqueued) * 1000.0))
             system = broker_system(task.app, write=False)
             if system:
                 span.set_attribute("messaging.system", system)
-            # The body as the producer serialized it: (args, kwargs, embed), protocol 2.
-            embed = {key: getattr(request, key, None)
-                     for key in ("callbacks", "errbacks", "chain", "chord")}
-            size = body_size((list(args or ()), dict(kwargs or {}), embed),
-                             getattr(task, "serializer", None) or task.app.conf.task_serializer)
-            if size is not None:
-                span.set_attribute(BODY_SIZE, size)
+            if span.get_span_context().trace_flags.sampled:
+                # The body as the producer serialized it: (args, kwargs, embed), protocol 2.
+                embed = {key: getattr(request, key, None)
+                         for key in ("callbacks", "errbacks", "chain", "chord")}
+                size = body_size((list(args or ()), dict(kwargs or {}), embed),
+                                 getattr(task, "serializer", None)
+                                 or task.app.conf.task_serializer)
+                if size is not None:
+                    span.set_attribute(BODY_SIZE, size)
         if _state["send_pii"]:
             if isinstance(args, (list, tuple)):
                 span.set_attribute(ARGS, [_short_repr(a) for a in args[:MAX_ARGUMENTS]])

@@ -376,6 +376,10 @@ class Transport:
             # Requests still pending (a server that never answers): count them now, since
             # the process may end before they fail; if one still succeeds it is not undone.
             pending = [item for item in self._pending if not item.abandoned]
+            # check-ins waiting for one of these: counted below, never released later
+            followers = [f for item in leftover + self._pending for f in item.followers or ()]
+            for item in leftover + self._pending:
+                item.followers = None
             self._queue.clear()
             self._queued_bytes = 0
             self._cond.notify_all()
@@ -385,9 +389,9 @@ class Transport:
         for item in pending:
             self._record_loss("network_error", item)
             item.abandoned = True
-        for item in leftover + pending:  # check-ins waiting for one of these
-            for follower in item.followers or ():
-                self._record_loss(reason, follower)
+        for follower in followers:
+            self._record_loss(reason, follower)
+            follower.abandoned = True
         leftover += pending
         if leftover and self.sentry is not None:  # best effort: report these drops too
             with suppress_instrumentation(), suppress_http_instrumentation(), \

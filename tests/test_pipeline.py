@@ -205,7 +205,7 @@ def test_client_spans_without_a_parent_are_not_transactions(keep: bool) -> None:
         tracer = capture.tracer_provider.get_tracer("opentelemetry.instrumentation.redis")
         with tracer.start_as_current_span("BRPOP", kind=SpanKind.CLIENT,
                                           attributes={"db.system": "redis"}) as span:
-            span.record_exception(RuntimeError("NoScriptError"))  # handled by the caller
+            span.record_exception(RuntimeError("connection lost"))
         with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={
                 "http.request.method": "GET", "url.full": "http://api/x"}):
             pass
@@ -216,10 +216,13 @@ def test_client_spans_without_a_parent_are_not_transactions(keep: bool) -> None:
         names = sorted(t["transaction"] for t in capture.transactions())
         counted = {(d["reason"], d["category"]): d["quantity"]
                    for report in capture.client_reports() for d in report["discarded_events"]}
+        # the error of the orphan span is sent either way (Sentry's SDKs report errors
+        # outside transactions too)
+        assert len(capture.items("event")) == 1
         if keep:
-            assert names == ["BRPOP", "GET", "job"] and len(capture.items("event")) == 1
+            assert names == ["BRPOP", "GET", "job"]
         else:
-            assert names == ["job"] and capture.items("event") == []
+            assert names == ["job"]
             assert counted[("event_processor", "transaction")] == 2
     finally:
         capture.close()
