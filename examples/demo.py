@@ -1,16 +1,22 @@
-"""``make demo``: two instrumented Flask services, a few requests, what reaches Sentry.
+"""``make demo``: two instrumented Flask services, a Celery worker, a monitored job, what
+reaches Sentry.
 
 Needs nothing but this repository's virtualenv: no Sentry account, no Docker, no Redis. It
 
 1. starts ``examples/inventory/app.py`` and ``examples/shop/app.py`` under
    ``opentelemetry-instrument`` on free ports of 127.0.0.1, each on its own fresh SQLite file,
-   with the bridge writing every envelope to ``.demo-envelopes/<service>/``;
-2. sends a handful of requests to the shop (which calls the inventory over HTTP);
-3. stops both with SIGTERM (at exit the bridge flushes, and OpenTelemetry exports metrics once
+   with the bridge writing every envelope to ``.demo-envelopes/<service>/``, and a Celery worker
+   (``examples/shop/tasks.py``, service ``shop-worker``) the same way; its broker is kombu's
+   SQLAlchemy transport over a SQLite file, no result backend;
+2. sends a handful of requests to the shop (which calls the inventory over HTTP); ``POST
+   /orders`` enqueues ``shop.send_confirmation``, which the worker runs in the request's trace;
+3. runs the monitored job ``examples/jobs/nightly_report.py`` once (Sentry Crons check-ins);
+4. stops the three with SIGTERM (at exit the bridge flushes, and OpenTelemetry exports metrics once
    more);
-4. reads the envelope folders back and prints every transaction as a waterfall, grouped per
-   request. Start-up work (table creation, seeding, /health polling) is hidden unless ``--all``;
-5. lists the metric items (``trace_metric``) the apps' OpenTelemetry metrics became through
+5. reads the envelope folders back and prints every transaction as a waterfall, grouped per
+   request (the task's under ``POST /orders``), then the job's transaction and check-ins.
+   Start-up work (table creation, seeding, /health polling) is hidden unless ``--all``;
+6. lists the metric items (``trace_metric``) the apps' OpenTelemetry metrics became through
    ``OTEL_METRICS_EXPORTER=sentry_bridge``: the shop's own (a cache hit/miss counter and a
    queue-depth gauge) one by one, the instrumentations' (HTTP durations...) summed up unless
    ``--all``.
@@ -53,6 +59,12 @@ APPS = {
     "inventory": REPO / "examples" / "inventory" / "app.py",
     "shop": REPO / "examples" / "shop" / "app.py",
 }
+SHOP_DIR = REPO / "examples" / "shop"
+JOB = REPO / "examples" / "jobs" / "nightly_report.py"
+WORKER = "shop-worker"  # the Celery worker's service name
+JOB_SERVICE = "nightly-report"
+CELERY_QUEUE = "shop"
+TASK_NAME = "shop.send_confirmation"
 #: Passed through from your environment when set (then envelopes also reach Sentry/Spotlight).
 PASS_THROUGH = ("SENTRY_DSN", "SENTRY_SPOTLIGHT", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE")
 #: Not inherited: they would change what the demo shows (your SHOP_DATABASE_URL, OTEL_*...).
@@ -60,6 +72,8 @@ STRIPPED_PREFIXES = ("SENTRY_", "OTEL_", "SHOP_", "INVENTORY_")
 
 STARTUP_TIMEOUT = 60.0  # opentelemetry-instrument start-up can take seconds on a cold machine
 REQUEST_TIMEOUT = 15.0
+TASK_TIMEOUT = 30.0  # the SQLAlchemy transport polls its table every second
+JOB_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0  # the bridge's flush at exit is bounded by 5 s (SENTRY_BRIDGE_SHUTDOWN_TIMEOUT)
 MATCH_SLACK = 0.05  # seconds of clock slack when matching transactions to the requests we sent
 METRIC_EXPORT_INTERVAL_MS = 1000
@@ -208,23 +222,38 @@ def child_environment(app: App, inventory_url: str, db_dir: Path) -> dict[str, s
         # Send a transaction 0.2 s after its root span ends (default 1 s).
         "SENTRY_BRIDGE_LATE_SPAN_GRACE": "0.2",
     })
+    if app.name in ("shop", WORKER, JOB_SERVICE):
+        env["SHOP_DATABASE_URL"] = f"sqlite:///{db_dir / 'shop.db'}"
+        # kombu's SQLAlchemy transport: the queue is a table of a SQLite file (no Redis/RabbitMQ)
+        env["SHOP_CELERY_BROKER"] = f"sqla+sqlite:///{db_dir / 'broker.db'}"
+        env["SHOP_CELERY_QUEUE"] = CELERY_QUEUE
     if app.name == "shop":
         env["SHOP_PORT"] = str(app.port)
-        env["SHOP_DATABASE_URL"] = f"sqlite:///{db_dir / 'shop.db'}"
         env["SHOP_INVENTORY_URL"] = inventory_url
         env["SHOP_MEMORY_CACHE"] = "1"  # no Redis here: cache products in the shop's process
-    else:
+    elif app.name == "inventory":
         env["INVENTORY_PORT"] = str(app.port)
         env["INVENTORY_DATABASE_URL"] = f"sqlite:///{db_dir / 'inventory.db'}"
     return env
 
 
+def command(app: App) -> tuple[list[str], Path]:
+    """What runs under ``opentelemetry-instrument`` for ``app``, and in which folder."""
+    if app.name == WORKER:  # -l info: its "ready." line is what wait_worker() waits for
+        return [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=solo",
+                "--concurrency=1", "--without-heartbeat", "--without-gossip", "--without-mingle",
+                "-Q", CELERY_QUEUE, "-l", "info"], SHOP_DIR
+    if app.name == JOB_SERVICE:
+        return [sys.executable, str(JOB)], REPO
+    return [sys.executable, str(APPS[app.name])], REPO
+
+
 def start(app: App, env: Mapping[str, str], instrument: Path) -> int:
     """Start one app (its output goes to ``app.log_path``); returns its process id."""
-    argv = [str(instrument), sys.executable, str(APPS[app.name])]
+    argv, cwd = command(app)
     app.log = open(app.log_path, "wb")  # noqa: SIM115 (closed in stop())
     app.proc = subprocess.Popen(
-        argv, env=dict(env), cwd=REPO, stdin=subprocess.DEVNULL,
+        [str(instrument), *argv], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
         stdout=app.log, stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C in the terminal reaches the demo only; we stop them
     )
@@ -255,6 +284,37 @@ def wait_healthy(apps: list[App], timeout: float) -> None:
             raise DemoError(f"{names} did not answer GET /health within {timeout:g} s.\n{tails}")
         if pending:
             time.sleep(0.1)
+
+
+def wait_log(app: App, pattern: str, timeout: float, what: str) -> None:
+    """Wait until a line of ``app``'s output matches ``pattern`` (e.g. the worker's "ready.")."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while not any(regex.search(line) for line in app.log_lines()):
+        assert app.proc is not None
+        if app.proc.poll() is not None:
+            raise DemoError(
+                f"{app.name} exited with code {app.proc.returncode} before {what}. "
+                f"Last lines of {rel(app.log_path)}:\n{indent(app.log_tail())}"
+            )
+        if time.monotonic() > deadline:
+            raise DemoError(f"{app.name}: no {what} within {timeout:g} s. Last lines of "
+                            f"{rel(app.log_path)}:\n{indent(app.log_tail())}")
+        time.sleep(0.1)
+
+
+def run_job(job: App, env: Mapping[str, str], instrument: Path) -> int:
+    """Run the monitored job once, to the end; returns its exit code."""
+    start(job, env, instrument)
+    assert job.proc is not None
+    try:
+        code = job.proc.wait(JOB_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise DemoError(f"{job.name} did not finish within {JOB_TIMEOUT:g} s. Last lines of "
+                        f"{rel(job.log_path)}:\n{indent(job.log_tail())}") from exc
+    finally:
+        stop(job, STOP_TIMEOUT)
+    return code
 
 
 def stop(app: App, timeout: float) -> None:
@@ -385,6 +445,52 @@ def show_metrics(
     print()
 
 
+def queue_note(event: Mapping[str, Any]) -> str | None:
+    """What a task transaction's ``queue.process`` span says about its message."""
+    for span in event.get("spans") or ():
+        data = span.get("data") if isinstance(span, Mapping) else None
+        if not isinstance(data, Mapping) or span.get("op") != "queue.process":
+            continue
+        latency = data.get("messaging.message.receive.latency")
+        parts = [f"queue {data.get('messaging.destination.name')!s}",
+                 f"message {str(data.get('messaging.message.id'))[:8]}..",
+                 f"{data.get('messaging.message.body.size')} bytes",
+                 f"retries {data.get('messaging.message.retry.count')}"]
+        if isinstance(latency, (int, float)):
+            parts.append(f"receive latency {console.format_ms(latency / 1000).strip()} (enqueued "
+                         "by the shop -> started by the worker; the SQLAlchemy transport polls "
+                         "every second)")
+        return "queue.process: " + ", ".join(parts)
+    return None
+
+
+def check_in_order(payload: Mapping[str, Any]) -> int:
+    """in_progress before the final status (the files' order is not the sending order)."""
+    return 0 if payload.get("status") == "in_progress" else 1
+
+
+def show_job(
+    transactions: list[dict[str, Any]], check_ins: list[dict[str, Any]],
+    errors: list[dict[str, Any]], width: int, color: bool,
+) -> None:
+    """The monitored job: its transaction(s), then its check-ins (Sentry Crons)."""
+    rule = "-" * width
+    print(rule)
+    print(f"Monitored job: {rel(JOB)}  |  @monitor(\"nightly-report\", schedule=\"0 3 * * *\", "
+          "max_runtime=10): a check-in when it starts and one when it ends, in the run's trace")
+    print(rule)
+    for event in sorted(transactions, key=start_of):
+        print(console.render_transaction(event, width, color=color))
+        print()
+        for error in errors:
+            if trace_id_of(error) == trace_id_of(event):
+                print(console.render_error(error, width, color=color))
+                print()
+    print(f"{len(check_ins)} check-ins (check_in items), linked to the trace of the run above:")
+    print(console.render_check_ins(sorted(check_ins, key=check_in_order), width, color=color))
+    print()
+
+
 def start_of(event: Mapping[str, Any]) -> float:
     value = console.timestamp(event.get("start_timestamp"))
     return value if value is not None else 0.0
@@ -494,10 +600,13 @@ def run(args: argparse.Namespace) -> int:
         for name in ("inventory", "shop")
     ]
     inventory, shop = apps
+    worker = App(WORKER, 0, ENVELOPE_ROOT / WORKER, ENVELOPE_ROOT / f"{WORKER}.log")
+    job = App(JOB_SERVICE, 0, ENVELOPE_ROOT / JOB_SERVICE, ENVELOPE_ROOT / f"{JOB_SERVICE}.log")
     dsn = os.environ.get("SENTRY_DSN", "").strip()
     spotlight = os.environ.get("SENTRY_SPOTLIGHT", "").strip()
 
-    print("otel-sentry-bridge demo: shop + inventory under opentelemetry-instrument")
+    print("otel-sentry-bridge demo: shop + inventory + a Celery worker under "
+          "opentelemetry-instrument, then a monitored job")
     print(f"  envelopes -> {rel(ENVELOPE_ROOT)}/<service>/"
           + (f", Sentry ({shown_dsn(dsn)})" if dsn else "")
           + (f", Spotlight ({spotlight})" if spotlight else ""))
@@ -509,8 +618,15 @@ def run(args: argparse.Namespace) -> int:
                 pid = start(app, env, instrument)
                 print(f"  started {app.name:<9} on {app.base_url}  (pid {pid}, output in "
                       f"{rel(app.log_path)})")
+            pid = start(worker, child_environment(worker, inventory.base_url, db_dir),
+                        instrument)
+            print(f"  started {worker.name} (Celery, queue {CELERY_QUEUE!r}, broker "
+                  f"sqla+sqlite:///<tmp>/broker.db; pid {pid}, output in "
+                  f"{rel(worker.log_path)})")
             wait_healthy(apps, STARTUP_TIMEOUT)
-            print("  both answer GET /health; sending requests to the shop:")
+            wait_log(worker, r"celery@\S+ ready\.", STARTUP_TIMEOUT, "\"ready.\" line")
+            print("  both answer GET /health and the worker is ready; sending requests to the "
+                  "shop:")
             label_w = max(len(f"{method} {path}") for method, path, _, _ in SCRIPT)
             for number, (method, path, body, note) in enumerate(SCRIPT, 1):
                 item = Sent(number, method, path, note)
@@ -524,23 +640,35 @@ def run(args: argparse.Namespace) -> int:
                 outcome = item.error or str(item.status)
                 took = console.format_ms(item.ended - item.started)
                 print(f"    {number}. {item.label:<{label_w}}  -> {outcome:<3} {took:>9}")
-            print("  stopping both apps with SIGTERM (at exit: spans flushed, last metric export)")
-            for app in (shop, inventory):
+            wait_log(worker, rf"Task {re.escape(TASK_NAME)}\[\S+\] (succeeded|failed|raised)",
+                     TASK_TIMEOUT, f"{TASK_NAME} run")
+            print(f"  the worker ran {TASK_NAME}; running the monitored job "
+                  f"{rel(JOB)} once:")
+            code = run_job(job, child_environment(job, inventory.base_url, db_dir), instrument)
+            print(f"    {JOB_SERVICE} -> exit code {code} (output in {rel(job.log_path)})")
+            print("  stopping the apps and the worker with SIGTERM (at exit: spans flushed, "
+                  "last metric export)")
+            for app in (shop, inventory, worker):
                 stop(app, STOP_TIMEOUT)
         finally:
-            for app in apps:
+            for app in (*apps, worker, job):
                 kill(app)
 
     transactions: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     metrics: list[tuple[str, dict[str, Any]]] = []
     unreadable = 0
-    for app in apps:
+    for app in (*apps, worker):
         found, bad = read_items(app, "transaction")
         transactions.extend(found)
         unreadable += bad
         errors.extend(read_items(app, "event")[0])
         metrics.extend((app.name, item) for item in read_metric_items(app)[0])
+    job_transactions, bad = read_items(job, "transaction")
+    unreadable += bad
+    check_ins, bad = read_items(job, "check_in")
+    unreadable += bad
+    errors.extend(read_items(job, "event")[0])
     if not transactions:
         raise DemoError(
             f"no transaction arrived: nothing in {rel(ENVELOPE_ROOT)}/<service>/.\n"
@@ -564,6 +692,9 @@ def run(args: argparse.Namespace) -> int:
             if link:
                 print(link)
             print(console.render_transaction(event, width, color=color))
+            queue = queue_note(event)
+            if queue:
+                print(textwrap.fill(queue, width, initial_indent="  ", subsequent_indent="    "))
             print()
         traces = {trace_id_of(event) for event in item.transactions}
         for error in errors:
@@ -580,29 +711,42 @@ def run(args: argparse.Namespace) -> int:
                 print(console.render_transaction(event, width, color=color))
                 print()
 
+    show_job(job_transactions, check_ins, errors, width, color)
+
     notes = {trace_id_of(event): f"request {item.number}"
              for item in sent for event in item.transactions}
     show_metrics(metrics, notes, width, color, args.all)
 
     missing = [item for item in sent if not item.transactions]
+    tasks = [event for event in transactions if service_of(event) == WORKER
+             and op_of(event).startswith("queue.task")]
+    order_traces = {trace_id_of(event) for item in sent if item.label == "POST /orders"
+                    for event in item.transactions}
+    task_apart = not any(trace_id_of(event) in order_traces for event in tasks)
+    statuses = [str(c.get("status")) for c in sorted(check_ins, key=check_in_order)]
     no_metrics = not any(own_metric(name, item) for name, item in metrics)
     shown = len(transactions) - hidden
     print(rule)
     print(f"{len(transactions)} transactions received: {shown} from the {len(sent)} requests"
           + (f", {hidden} start-up/health ones "
              + ("shown above" if args.all else "hidden (--all shows them)") if hidden else ""))
-    print(f"Raw envelopes kept in {rel(ENVELOPE_ROOT)}/shop and {rel(ENVELOPE_ROOT)}/inventory;"
-          " show them again with:")
+    print(f"Raw envelopes kept in {rel(ENVELOPE_ROOT)}/<service> (shop, inventory, {WORKER}, "
+          f"{JOB_SERVICE}); show them again with:")
     print(f"  python -m otel_sentry_bridge show {rel(ENVELOPE_ROOT)}")
     if dsn:
         print(f"The same envelopes were also sent to Sentry ({shown_dsn(dsn)}).")
-    if unreadable or missing or no_metrics:
+    no_check_ins = statuses[:1] != ["in_progress"] or "ok" not in statuses
+    if unreadable or missing or no_metrics or task_apart or no_check_ins:
         names = ", ".join(f"{m.number}. {m.label}" for m in missing)
         raise DemoError(
             (f"{unreadable} envelope file(s) could not be read. " if unreadable else "")
             + (f"No transaction for request(s) {names}. " if missing else "")
             + ("No metric item of the shop's own metrics arrived. " if no_metrics else "")
-            + f"See {rel(inventory.log_path)} and {rel(shop.log_path)}."
+            + (f"No {TASK_NAME} transaction in the trace of POST /orders. "
+               if task_apart else "")
+            + (f"Expected the check-ins in_progress then ok, got {statuses}. "
+               if no_check_ins else "")
+            + f"See the logs in {rel(ENVELOPE_ROOT)}/ (<service>.log)."
         )
     return 0
 
@@ -615,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ndemo interrupted; both apps were stopped", file=sys.stderr)
+        print("\ndemo interrupted; the apps and the worker were stopped", file=sys.stderr)
         return 130
 
 

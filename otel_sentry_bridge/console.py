@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._console_checkins import render_check_in, render_check_ins
 from ._console_errors import render_error
 from ._console_text import (
     _BOLD,
@@ -46,6 +47,8 @@ __all__ = [
     "format_ms",
     "parse_envelope",
     "read_items",
+    "render_check_in",
+    "render_check_ins",
     "render_envelope_file",
     "render_error",
     "render_event",
@@ -359,6 +362,8 @@ def render_event(item_type: str, payload: Mapping[str, Any], width: int = 100,
         entries = payload.get("items")
         return render_metric_items(entries if isinstance(entries, list) else [], width,
                                    color=color)
+    if item_type == "check_in":
+        return render_check_in(payload, width, color=color)
     if item_type == "client_report":
         discarded = payload.get("discarded_events")
         parts = [

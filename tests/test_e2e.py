@@ -562,7 +562,8 @@ def test_sentry_sdk_event_envelope_carries_the_otel_trace(sdk_run: SdkRun) -> No
 
 
 # --------------------------------------------------------------------------------------------
-# 7. `make demo`: the shop's metrics (trace_metric items) and its order measurement
+# 7. `make demo`: the shop's metrics (trace_metric items), its order measurement, the Celery
+#    task and the monitored job's check-ins
 # --------------------------------------------------------------------------------------------
 
 
@@ -640,6 +641,36 @@ def test_demo_shows_metrics_and_a_measurement(
                for line in lines), out
     assert "items of the instrumentations' metrics, not listed" in out
 
+    # The Celery task (examples/shop/tasks.py, run by the demo's worker): its own transaction,
+    # in the trace of the POST /orders request, under the shop's publish span.
+    task = one(named(txns, "shop.send_confirmation"), "shop.send_confirmation")
+    assert trace_of(task)["op"] == "queue.task.celery", task
+    assert trace_of(task)["trace_id"] == trace_of(order)["trace_id"], (task, order)
+    publish = [s for s in order["spans"] if s["op"] == "queue.publish"]
+    assert [s["span_id"] for s in publish] == [trace_of(task)["parent_span_id"]], order
+    process = [s for s in task["spans"] if s["op"] == "queue.process"]
+    assert len(process) == 1, task
+    assert process[0]["data"]["messaging.message.receive.latency"] >= 0, process
+    assert "shop.send_confirmation | queue.task.celery" in out
+    assert "receive latency" in out
+
+    # The monitored job (examples/jobs/nightly_report.py): in_progress, then ok with a
+    # duration, both linked to the trace of the job's transaction (the shapes: the validator).
+    run = one(named(txns, "nightly-report"), "nightly-report")
+    check_ins = receiver.check_ins()
+    assert sorted(c["status"] for c in check_ins) == ["in_progress", "ok"], check_ins
+    assert {c["monitor_slug"] for c in check_ins} == {"nightly-report"}
+    assert len({c["check_in_id"] for c in check_ins}) == 1, check_ins
+    assert {c["contexts"]["trace"]["trace_id"] for c in check_ins} == {trace_of(run)["trace_id"]}
+    done = next(c for c in check_ins if c["status"] == "ok")
+    assert done["duration"] > 0, done
+    assert done["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 3 * * *"}
+    assert any(line.lstrip().startswith("check-in nightly-report  in_progress")
+               for line in lines), out
+    assert any(line.lstrip().startswith("check-in nightly-report  ok") and "cron 0 3 * * *"
+               in line and f"trace {trace_of(run)['trace_id'][:8]}" in line
+               for line in lines), out
+
 
 
 def test_metric_items_listing() -> None:
@@ -664,6 +695,26 @@ def test_metric_items_listing() -> None:
         assert len(line) <= 80 and line.endswith("trace 4bf92f35"), line
     assert console.render_metric_items([], 80) == "(no metric items)"
     assert "x2" in console.render_event("trace_metric", {"items": [gauge, gauge]})
+
+
+def test_check_in_listing() -> None:
+    """The demo's check-ins (console.render_check_ins): slug, status, duration, schedule and
+    the trace with its note, one line each within width; render_event shows one."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    start = {"check_in_id": "a" * 32, "monitor_slug": "nightly-report", "status": "in_progress",
+             "contexts": {"trace": {"trace_id": trace_id}},
+             "monitor_config": {"schedule": {"type": "crontab", "value": "0 3 * * *"},
+                                "max_runtime": 10}}
+    done = {**start, "status": "ok", "duration": 0.0235}
+    first, second = console.render_check_ins([start, done, "junk"], 120,
+                                             trace_notes={trace_id: "job"}).splitlines()
+    assert first.split() == ["check-in", "nightly-report", "in_progress", "cron", "0", "3", "*",
+                             "*", "*,", "max", "10", "min", "trace", "4bf92f35", "(job)"]
+    assert second.split()[:5] == ["check-in", "nightly-report", "ok", "23.5", "ms"]
+    assert all(len(line) <= 60 for line in console.render_check_ins([done], 60).splitlines())
+    assert console.render_check_ins([], 80) == "(no check-ins)"
+    assert console.render_event("check_in", {**done, "status": "error", "duration": 2.5}
+                                ).split()[2:5] == ["error", "2.50", "s"]
 
 
 def test_sentry_sdk_init_outgoing_requests_carry_one_set_of_trace_headers(

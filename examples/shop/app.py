@@ -19,6 +19,9 @@ Configuration (environment variables; an empty value counts as unset):
 ``SHOP_INVENTORY_URL``
     Base URL of the inventory service (``examples/inventory/app.py``); unset means the shop
     never calls it.
+``SHOP_CELERY_BROKER``
+    Celery broker URL: ``POST /orders`` then enqueues ``shop.send_confirmation(order_id)``
+    (``tasks.py`` beside this file; ``make demo`` runs a worker). Unset: no Celery at all.
 
 Importing this module only creates ``engine``, ``cache`` and ``app`` (none of them connects
 anywhere). ``main()`` creates the tables, seeds the products and serves.
@@ -59,6 +62,7 @@ DATABASE_URL = _env("SHOP_DATABASE_URL") or f"sqlite:///{Path(tempfile.gettempdi
 REDIS_URL = _env("SHOP_REDIS_URL")
 MEMORY_CACHE = _env("SHOP_MEMORY_CACHE") == "1"
 INVENTORY_URL = (_env("SHOP_INVENTORY_URL") or "").rstrip("/") or None
+CELERY_BROKER = _env("SHOP_CELERY_BROKER")
 CACHE_TTL_SECONDS = 60
 HTTP_TIMEOUT_SECONDS = 5.0
 # Arbitrary constant for pg_advisory_xact_lock, serialising concurrent schema set-up.
@@ -244,6 +248,17 @@ def get_product(product_id: int) -> tuple[Response, int]:
     return jsonify({**product, "cached": cached, "stock": stock}), 200
 
 
+def _enqueue_confirmation(order_id: int) -> None:
+    """``shop.send_confirmation.delay(order_id)``: an ``apply_async`` span in this request's
+    trace; the worker's task continues it. Imported here: without a broker, no Celery."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from tasks import send_confirmation  # noqa: PLC0415
+
+    send_confirmation.delay(order_id)
+
+
 @app.post("/orders")
 def create_order() -> tuple[Response, int]:
     payload = request.get_json(silent=True)
@@ -263,6 +278,8 @@ def create_order() -> tuple[Response, int]:
     if order_id is not None:
         fulfilment_queue.append(order_id)
     reserved = _reserve(product_id, quantity)
+    if CELERY_BROKER is not None and order_id is not None:
+        _enqueue_confirmation(order_id)
     if cache is not None:
         cache.delete(_cache_key(product_id))
     body = {"order_id": order_id, "product_id": product_id, "quantity": quantity}
