@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from ._dsc import dsc_from_event
-from ._internal_errors import logger
+from ._internal_errors import warn_once as _warn_once
 from ._mapping import checkins as ci
 from ._mapping.context import resource_fields
 from ._mapping.head import describe_root
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 #: Runs in progress remembered at most (the oldest are forgotten: they then get no ``error``
 #: at exit, and a span's run no closing check-in; Sentry times them out by ``max_runtime``).
 MAX_OPEN = 1000
-_MAX_WARNINGS = 256
 #: Span kinds a ``SENTRY_BRIDGE_MONITOR_SPANS`` rule never matches.
 _NOT_RUNS = frozenset({SpanKind.PRODUCER, SpanKind.CLIENT})
 
@@ -64,14 +63,9 @@ class Run:
 
 _open: OrderedDict[str, Run] = OrderedDict()
 _lock = threading.Lock()
-_warned: set[str] = set()
-
-
 def warn_once(problem: str) -> None:
     """Log a problem with a monitor's settings once (they come back at every run)."""
-    if problem not in _warned and len(_warned) < _MAX_WARNINGS:
-        _warned.add(problem)
-        logger.warning("otel-sentry-bridge: %s", problem)
+    _warn_once(f"monitor:{problem}", "%s", problem)
 
 
 def open_runs() -> list[Run]:

@@ -47,6 +47,20 @@ def log_internal_error(where: str, exc: BaseException) -> None:
         logger.debug("otel-sentry-bridge: internal error in %s", where, exc_info=exc)
 
 
+#: Keys of the user-facing warnings already logged (bounded: beyond it, nothing more is said).
+_WARNED: set[str] = set()
+_MAX_WARNINGS = 256
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log a warning about the user's settings or input once per ``key`` (a bad setting or a
+    broken hook would otherwise be reported at every span)."""
+    if key in _WARNED or len(_WARNED) >= _MAX_WARNINGS:
+        return
+    _WARNED.add(key)
+    logger.warning("otel-sentry-bridge: " + message, *args)
+
+
 @contextmanager
 def handle_internal_errors(where: str) -> Iterator[None]:
     """Context manager: swallow and log any exception raised inside."""

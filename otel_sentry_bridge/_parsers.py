@@ -195,3 +195,11 @@ def parse_compression(raw: str) -> int:
 def parse_level_or_off(raw: str) -> int | None:
     """A ``logging`` level, or ``off`` (None)."""
     return None if raw.strip().lower() == "off" else parse_log_level(raw)
+
+
+def parse_profile_lifecycle(raw: str) -> str:
+    """``manual`` or ``trace`` (sentry-sdk's ``profile_lifecycle``)."""
+    value = raw.strip().lower()
+    if value not in ("manual", "trace"):
+        raise BadValue("manual or trace")
+    return value

@@ -119,7 +119,7 @@ def _submit(
         if kept is None:
             drops.record(reason, "error", 1)
         else:
-            transport.submit(kept, "event", wait=budget, trace=dsc)
+            transport.submit(kept, "event", dsc, wait=budget)
     if not sampled:
         count_unsampled(drops, root, children)
         return
@@ -135,5 +135,5 @@ def _submit(
             drops.record(reason, "transaction", 1)
             drops.record(reason, "span", len(mapped.event.get("spans", ())) + 1)
     if event is not None:
-        transport.submit(event, "transaction", wait=budget, trace=dsc)
+        transport.submit(event, "transaction", dsc, wait=budget)
     pipeline.submit_budget = max(0.0, budget - (time.monotonic() - started))

@@ -11,18 +11,16 @@ Only the OpenTelemetry API is used here (no I/O, no sentry-sdk).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import baggage, context, trace
 
+from ._internal_errors import warn_once
 from ._mapping.rules import BAGGAGE_PREFIX
 from ._mapping.values import tag_key, tag_value
 from .conventions import Attr
-
-logger = logging.getLogger("otel_sentry_bridge")
 
 TENANT = "tenant.id"
 PROJECT = "project.id"
@@ -30,15 +28,6 @@ PROJECT = "project.id"
 PROPAGATED = frozenset({Attr.USER_ID[0], Attr.USER_ROLES[1], TENANT, PROJECT})
 #: At most this many extra tags per call (tags beyond it are left out, with a warning).
 MAX_EXTRA_TAGS = 20
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning("otel-sentry-bridge: %s", message)
-
 
 def business_attributes(
     *, user_id: Any = None, roles: Sequence[str] | str | None = None, tenant: Any = None,
@@ -58,15 +47,15 @@ def business_attributes(
     for key, value in tags.items():
         name = tag_key(key)
         if name is None:
-            _warn_once(f"key:{key}", f"business tag {key!r} left out: tag keys are letters, "
-                       "digits, '_', '.', ':' or '-', at most 200 characters")
+            warn_once(f"business-key:{key}", f"business tag {key!r} left out: tag keys are "
+                      "letters, digits, '_', '.', ':' or '-', at most 200 characters")
             continue
         text = tag_value(value)
         if text is None:
             continue
         if extra >= MAX_EXTRA_TAGS:
-            _warn_once("too-many", f"more than {MAX_EXTRA_TAGS} business tags: the rest are "
-                       "left out")
+            warn_once("business-too-many", f"more than {MAX_EXTRA_TAGS} business tags: the "
+                      "rest are left out")
             break
         out[Attr.SENTRY_TAG_PREFIX + name] = text
         extra += 1

@@ -29,6 +29,7 @@ from ._parsers import (
     parse_list,
     parse_log_level,
     parse_org_id,
+    parse_profile_lifecycle,
     parse_regex_list,
     parse_release,
     parse_spotlight,
@@ -41,7 +42,8 @@ __all__ = [
     "BOOL_VALUES", "DEFAULT_SPOTLIGHT_URL", "SETTINGS", "SETTINGS_BY_NAME", "BadValue",
     "BridgeConfig", "Setting", "load_config", "mask_dsn", "parse_bool", "parse_compression",
     "parse_dsn", "parse_environment", "parse_float", "parse_import_path", "parse_int",
-    "parse_level_or_off", "parse_list", "parse_log_level", "parse_org_id", "parse_regex_list",
+    "parse_level_or_off", "parse_list", "parse_log_level", "parse_org_id",
+    "parse_profile_lifecycle", "parse_regex_list",
     "parse_release", "parse_spotlight", "parse_status_codes", "parse_str",
 ]
 
@@ -56,14 +58,6 @@ class Setting:
     default: Any
     doc: str
     parse: Callable[[str], Any]
-
-
-def parse_profile_lifecycle(raw: str) -> str:
-    """``manual`` or ``trace`` (sentry-sdk's ``profile_lifecycle``)."""
-    value = raw.strip().lower()
-    if value not in ("manual", "trace"):
-        raise BadValue("manual or trace")
-    return value
 
 
 SETTINGS: tuple[Setting, ...] = (

@@ -52,41 +52,24 @@ class Outgoing:
     followers: list[Outgoing] | None = None
 
 
-def dynamic_sampling_context(event: dict[str, Any], public_key: str | None) -> dict[str, str]:
-    """The envelope ``trace`` header (DSC) for a transaction or event."""
-    trace = event.get("contexts", {}).get("trace", {})
-    dsc: dict[str, str] = {"trace_id": trace.get("trace_id", "")}
-    if public_key:
-        dsc["public_key"] = public_key
-    for key in ("release", "environment"):
-        if event.get(key):
-            dsc[key] = str(event[key])
-    source = event.get("transaction_info", {}).get("source")
-    if event.get("transaction") and source not in ("url", None):
-        dsc["transaction"] = str(event["transaction"])
-    dsc["sampled"] = "true"
-    return dsc
-
-
 _SDK_INFO = {"name": SDK_NAME, "version": __version__}
 
 
 def build_envelope(
-    event: dict[str, Any], item_type: str, public_key: str | None, dsn: str | None,
-    trace: dict[str, str] | None = None,
+    event: dict[str, Any], item_type: str, dsn: str | None, trace: dict[str, str],
 ) -> bytes:
     """Serialize one event/transaction into envelope bytes.
 
     Written directly with orjson (this is the hot path: once per transaction); the format is
     the one sentry-sdk's ``Envelope.serialize`` writes, which a contract test checks by parsing
-    the result with sentry-sdk's own ``Envelope.deserialize``. ``trace``: the trace's DSC
-    (``_dsc.py``); without it one is derived from the event.
+    the result with sentry-sdk's own ``Envelope.deserialize``. ``trace``: the trace's DSC, the
+    envelope's ``trace`` header (``_dsc.py``: the same for every envelope of a trace).
     """
     headers: dict[str, Any] = {
         "event_id": event.get("event_id"),
         "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "sdk": _SDK_INFO,
-        "trace": trace if trace is not None else dynamic_sampling_context(event, public_key),
+        "trace": trace,
     }
     if dsn:
         headers["dsn"] = dsn

@@ -21,10 +21,8 @@ counted in client reports) so that their errors still reach Sentry, unless
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context, get_value
@@ -34,23 +32,13 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from ._dsc import INCOMING_KEY, Incoming
-from ._internal_errors import log_internal_error
+from ._internal_errors import log_internal_error, warn_once
 from ._trace_headers import parse_rate, rand_from_trace_id
+from .filters import resolve_hook
 from .pipeline import Pipeline, get_pipeline
-
-logger = logging.getLogger("otel_sentry_bridge")
 
 _METHOD_KEYS = ("http.request.method", "http.method")
 _SKIPPED_METHODS = frozenset({"OPTIONS", "HEAD"})
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning("otel-sentry-bridge: " + message, *args)
-
-
 class SentryBridgeSampler(Sampler):
     """Sentry semantics (rate, ``traces_sampler``, parent-based, consistent ``sample_rand``)."""
 
@@ -199,20 +187,11 @@ def _sampling_context(
 
 
 def _import_hook(path: str) -> Callable[[dict[str, Any]], Any] | None:
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        hook = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:
-        _warn_once(f"import:{path}", "SENTRY_BRIDGE_TRACES_SAMPLER=%s cannot be imported (%s); "
-                   "SENTRY_TRACES_SAMPLE_RATE applies", path, exc)
-        return None
-    if not callable(hook):
-        _warn_once(f"call:{path}", "SENTRY_BRIDGE_TRACES_SAMPLER=%s is not callable; "
-                   "SENTRY_TRACES_SAMPLE_RATE applies", path)
-        return None
-    return hook  # type: ignore[no-any-return]
+    def warn(problem: str) -> None:
+        warn_once(f"import:{path}", "SENTRY_BRIDGE_TRACES_SAMPLER: %s; SENTRY_TRACES_SAMPLE_RATE "
+                  "applies", problem)
+
+    return cast("Callable[[dict[str, Any]], Any] | None", resolve_hook(path, warn))
 
 
 def _call_hook(hook: Callable[[dict[str, Any]], Any], context: Mapping[str, Any]) -> float | None:
@@ -220,13 +199,13 @@ def _call_hook(hook: Callable[[dict[str, Any]], Any], context: Mapping[str, Any]
     try:
         value = hook(dict(context))
     except Exception as exc:
-        _warn_once("raised", "traces_sampler raised %r; the next sampling rule applies", exc)
+        warn_once("raised", "traces_sampler raised %r; the next sampling rule applies", exc)
         return None
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     rate = parse_rate(value) if isinstance(value, (int, float)) else None
     if rate is None:
-        _warn_once("value", "traces_sampler returned %r (not a number from 0 to 1 or a "
+        warn_once("value", "traces_sampler returned %r (not a number from 0 to 1 or a "
                    "bool); the next sampling rule applies", value)
     return rate
 
@@ -236,6 +215,6 @@ def sentry_bridge_sampler(argument: str = "") -> Sampler:
     ``OTEL_TRACES_SAMPLER_ARG`` is the sample rate."""
     rate = parse_rate(argument) if argument and argument.strip() else None
     if argument and argument.strip() and rate is None:
-        _warn_once("arg", "OTEL_TRACES_SAMPLER_ARG=%r is not a rate from 0 to 1; "
+        warn_once("arg", "OTEL_TRACES_SAMPLER_ARG=%r is not a rate from 0 to 1; "
                    "SENTRY_TRACES_SAMPLE_RATE applies", argument)
     return SentryBridgeSampler(rate)

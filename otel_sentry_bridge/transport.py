@@ -131,8 +131,7 @@ class Transport:
         return bool(self._backoff)
 
     def submit(
-        self, event: dict[str, Any], item_type: str = "transaction", wait: float = 0.0,
-        trace: dict[str, str] | None = None,
+        self, event: dict[str, Any], item_type: str, trace: dict[str, str], wait: float = 0.0,
     ) -> None:
         """Serialize, compress and queue one event (called on the bridge's worker thread).
 
@@ -146,7 +145,7 @@ class Transport:
             if spans:
                 self.drops.record("ratelimit_backoff", "span", spans)
             return
-        body = build_envelope(event, item_type, self.public_key, self._dsn_str, trace)
+        body = build_envelope(event, item_type, self._dsn_str, trace)
         self._queue_body(body, category, 1, spans, wait)
 
     def submit_batch(self, item_type: str, entries: list[dict[str, Any]], category: str) -> None:

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sentry_receiver import validate_event
 
-from otel_sentry_bridge import sampler as sampler_module
+from otel_sentry_bridge import _internal_errors
 from otel_sentry_bridge._trace_headers import rand_from_trace_id, split_baggage
 from otel_sentry_bridge.propagation import SentryBridgePropagator
 from otel_sentry_bridge.sampler import SentryBridgeSampler, sentry_bridge_sampler
@@ -129,7 +129,7 @@ def test_a_broken_traces_sampler_falls_back_to_the_rate(
     bridge = capture(traces_sampler=f"bridge_test_hooks:{name}", traces_sample_rate=1.0)
     try:
         tracer = bridge.tracer_provider.get_tracer("app")
-        monkeypatch.setattr(sampler_module, "_warned", set())
+        monkeypatch.setattr(_internal_errors, "_WARNED", set())
         with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"):
             for _ in range(3):
                 with tracer.start_as_current_span("job"):

@@ -53,12 +53,12 @@ def test_our_envelopes_parse_with_sentry_sdk() -> None:
              "transaction_info": {"source": "route"}, "release": "r1",
              "contexts": {"trace": {"trace_id": "c" * 32, "span_id": "d" * 16}},
              "spans": [{"description": "line\nbreak é"}]}
-    data = build_envelope(event, "transaction", "pub", "https://pub@example.com/1")
+    dsc = {"trace_id": "c" * 32, "public_key": "pub", "release": "r1",
+           "transaction": "GET /x", "sampled": "true"}
+    data = build_envelope(event, "transaction", "https://pub@example.com/1", dsc)
     envelope = Envelope.deserialize(data)
     assert envelope.headers["event_id"] == "b" * 32
-    assert envelope.headers["trace"] == {"trace_id": "c" * 32, "public_key": "pub",
-                                         "release": "r1", "transaction": "GET /x",
-                                         "sampled": "true"}
+    assert envelope.headers["trace"] == dsc
     (item,) = envelope.items
     assert item.type == "transaction"
     assert item.payload.json == event
