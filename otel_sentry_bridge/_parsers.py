@@ -203,3 +203,15 @@ def parse_profile_lifecycle(raw: str) -> str:
     if value not in ("manual", "trace"):
         raise BadValue("manual or trace")
     return value
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    """One of ``choices`` (case-insensitive)."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise BadValue(" or ".join(choices))
+        return value
+
+    return parse

@@ -19,6 +19,7 @@ from ._parsers import (
     DEFAULT_SPOTLIGHT_URL,
     BadValue,
     parse_bool,
+    parse_choice,
     parse_compression,
     parse_dsn,
     parse_environment,
@@ -40,7 +41,8 @@ from ._parsers import (
 #: The parsers, importable from here as before they moved to ``_parsers.py``.
 __all__ = [
     "BOOL_VALUES", "DEFAULT_SPOTLIGHT_URL", "SETTINGS", "SETTINGS_BY_NAME", "BadValue",
-    "BridgeConfig", "Setting", "load_config", "mask_dsn", "parse_bool", "parse_compression",
+    "BridgeConfig", "Setting", "load_config", "mask_dsn", "parse_bool", "parse_choice",
+    "parse_compression",
     "parse_dsn", "parse_environment", "parse_float", "parse_import_path", "parse_int",
     "parse_level_or_off", "parse_list", "parse_log_level", "parse_org_id",
     "parse_profile_lifecycle", "parse_regex_list",
@@ -208,6 +210,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("profile_lifecycle", "SENTRY_PROFILE_LIFECYCLE", "manual or trace", "manual",
             "`manual`: the profiler samples for the whole life of the process; `trace`: only "
             "while a sampled local root span (a request, a job) runs.", parse_profile_lifecycle),
+    # The extra instrumentations (otel_sentry_bridge_instrumentation; docs/instrumentation/).
+    Setting("validation_errors", "SENTRY_BRIDGE_VALIDATION_ERRORS", "event, breadcrumb or off",
+            "breadcrumb",
+            "What a failed pydantic validation becomes: an error `event`, a `breadcrumb` on "
+            "the trace's later error events, or nothing (`off`; the span still says it "
+            "failed). See [Validation](instrumentation/pydantic.md).",
+            parse_choice("event", "breadcrumb", "off")),
+    Setting("graphql_resolver_depth", "SENTRY_BRIDGE_GRAPHQL_RESOLVER_DEPTH", "int", 2,
+            "GraphQL resolvers get a span down to this depth of the query (1: top-level "
+            "fields only; 0: no resolver spans). See [GraphQL](instrumentation/graphql.md).",
+            parse_int(0, 100)),
+    Setting("websocket_message_spans", "SENTRY_BRIDGE_WEBSOCKET_MESSAGE_SPANS", "int", 100,
+            "At most this many message spans (received and sent) per WebSocket connection; "
+            "later messages are only counted and timed on the connection's span. See "
+            "[WebSockets](instrumentation/websockets.md).", parse_int(0, 100_000)),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -265,6 +282,9 @@ class BridgeConfig:
     profiling: bool = False
     profile_session_sample_rate: float | None = None
     profile_lifecycle: str = "manual"
+    validation_errors: str = "breadcrumb"
+    graphql_resolver_depth: int = 2
+    websocket_message_spans: int = 100
     #: Settings whose value was bad (name -> accepted values); for ``doctor`` and tests.
     invalid: tuple[tuple[str, str], ...] = ()
 

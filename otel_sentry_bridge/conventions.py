@@ -68,6 +68,11 @@ class Attr:
     SENTRY_ORIGIN: Final = ("sentry.origin",)
     SENTRY_NAME: Final = ("sentry.name",)
     SENTRY_SOURCE: Final = ("sentry.source",)
+    # Set on any span of a local root's segment (the first one found wins, the root's own
+    # ``sentry.name`` wins over it): the transaction's name and source. Instrumentations that
+    # learn the name below the server span (a GraphQL operation) use it.
+    SENTRY_TRANSACTION_NAME: Final = ("sentry.transaction.name",)
+    SENTRY_TRANSACTION_SOURCE: Final = ("sentry.transaction.source",)
     SENTRY_TAG_PREFIX: Final = "sentry.tag."
     # Transaction measurements (docs/metrics.md): ``sentry.measurement.<name>`` = a number,
     # ``sentry.measurement.<name>.unit`` = its unit; or a span event ``sentry.measurement``
@@ -129,6 +134,20 @@ class Op:
     MIDDLEWARE_ASGI_RECEIVE: Final = "middleware.asgi.receive"
     TEMPLATE_RENDER: Final = "template.render"
     FUNCTION: Final = "function"
+    SERIALIZE: Final = "serialize"
+    DESERIALIZE: Final = "deserialize"
+    VALIDATE: Final = "validation"
+    CACHE_FLUSH: Final = "cache.flush"
+    WEBSOCKET_CLIENT: Final = "websocket.client"
+    WEBSOCKET_RECEIVE: Final = "websocket.receive"
+    WEBSOCKET_SEND: Final = "websocket.send"
+    GRAPHQL_PARSE: Final = "graphql.parse"
+    GRAPHQL_VALIDATE: Final = "graphql.validate"
+    GRAPHQL_EXECUTE: Final = "graphql.execute"
+    GRAPHQL_RESOLVE: Final = "graphql.resolve"
+    GRAPHQL_QUERY: Final = "graphql.query"
+    GRAPHQL_MUTATION: Final = "graphql.mutation"
+    GRAPHQL_SUBSCRIPTION: Final = "graphql.subscription"
     DEFAULT: Final = "default"
 
 

@@ -4,6 +4,11 @@ OpenTelemetry's own distro defaults every exporter to OTLP, and without an OTLP 
 package OpenTelemetry's start-up fails before any hook of ours runs. This distro defaults the
 exporters to ``none`` instead (the bridge is a span processor, not an exporter) and leaves every
 variable the user set alone.
+
+It also loads each instrumentor on its own: OpenTelemetry's loader re-raises any exception of an
+instrumentor other than an import error or a dependency conflict, which stops every instrumentor
+after the broken one (and the app's start). Here such an exception is logged and the next one
+loads.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from ._internal_errors import handle_internal_errors
+from ._internal_errors import handle_internal_errors, logger
 
 DEFAULTS = {
     "OTEL_TRACES_EXPORTER": "none",
@@ -29,3 +35,14 @@ class SentryBridgeDistro(BaseDistro):  # type: ignore[misc]
         with handle_internal_errors("SentryBridgeDistro._configure"):
             for key, value in DEFAULTS.items():
                 os.environ.setdefault(key, value)
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """Load and apply one instrumentor; its failure never stops the others."""
+        try:
+            super().load_instrumentor(entry_point, **kwargs)
+        except (ImportError, DependencyConflictError):
+            raise  # the loader's own quiet paths (a missing library, a version conflict)
+        except Exception:
+            logger.exception(
+                "otel-sentry-bridge: instrumentation %r failed and is skipped; the other "
+                "instrumentations still load", getattr(entry_point, "name", entry_point))

@@ -32,14 +32,14 @@ with _tracer.start_as_current_span("docs example", kind=_Kind.SERVER):
 _provider.force_flush()
 """
 
-PAGES = sorted(p for p in DOCS.glob("*.md") if BLOCK.search(p.read_text()))
+PAGES = sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
 
 
 def test_docs_have_python_examples() -> None:
     assert {p.name for p in PAGES} >= {"getting-started.md", "configuration.md"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_python_examples_run(page: Path, tmp_path: Path) -> None:
     blocks = [textwrap.dedent(b) for b in BLOCK.findall(page.read_text())]
     script = PREAMBLE + "\n".join(blocks) + EPILOGUE

@@ -488,3 +488,34 @@ def test_values_whose_str_raises_never_break_the_mapping() -> None:
     mapped = build_transaction(root, [], MappingContext())
     assert mapped is not None
     assert validate_event(mapped.event) == []
+
+
+def test_a_span_of_the_segment_names_the_transaction() -> None:
+    """``sentry.transaction.name`` on any span (a GraphQL operation under ``POST /graphql``)
+    renames the transaction; the root's own ``sentry.name`` still wins."""
+    f = SpanFactory()
+    with f.span("POST /graphql", SpanKind.SERVER, {**SERVER["new"], "http.route": "/graphql"}):
+        with f.span("query GetOrders", SpanKind.INTERNAL,
+                    {"sentry.transaction.name": "GetOrders",
+                     "sentry.transaction.source": "component"}):
+            pass
+    event = build(f)
+    assert event["transaction"] == "GetOrders"
+    assert event["transaction_info"] == {"source": "component"}
+    assert validate_event(event, kind="transaction") == []
+
+    f = SpanFactory()
+    with f.span("POST /graphql", SpanKind.SERVER,
+                {**SERVER["new"], "sentry.name": "explicit"}):
+        with f.span("op", SpanKind.INTERNAL, {"sentry.transaction.name": "GetOrders",
+                                              "sentry.transaction.source": "bogus"}):
+            pass
+    assert build(f)["transaction"] == "explicit"
+
+    f = SpanFactory()
+    with f.span("job", SpanKind.INTERNAL):
+        with f.span("op", SpanKind.INTERNAL, {"sentry.transaction.name": " Named ",
+                                              "sentry.transaction.source": "bogus"}):
+            pass
+    event = build(f)
+    assert (event["transaction"], event["transaction_info"]) == ("Named", {"source": "custom"})

@@ -81,6 +81,21 @@ def _name_and_source(
     return (name or description or UNLABELED), Source.CUSTOM
 
 
+def _segment_name(
+    root_attrs: dict[Any, Any], templates: list[SpanTemplate]
+) -> tuple[str, str] | None:
+    """The name a span of the segment gives the transaction (``sentry.transaction.name``: a
+    GraphQL operation, a WebSocket route), unless the root names itself (``sentry.name``)."""
+    if first_str(root_attrs, Attr.SENTRY_NAME):
+        return None
+    for template in templates:  # the root's template first
+        name = first_str(template.view, Attr.SENTRY_TRANSACTION_NAME)
+        if name and name.strip():
+            source = first_str(template.view, Attr.SENTRY_TRANSACTION_SOURCE) or Source.CUSTOM
+            return name.strip(), source if source in _VALID_SOURCES else Source.CUSTOM
+    return None
+
+
 def _links(span: ReadableSpan, send_pii: bool) -> list[dict[str, Any]] | None:
     links = span.links
     if not links:
@@ -245,7 +260,8 @@ def _assemble(
     ctx: MappingContext,
 ) -> tuple[dict[str, Any], int]:
     op = root_mapped["op"]
-    name, source = transaction_name(root, root_attrs, op, root_mapped["description"])
+    named = _segment_name(root_attrs, templates)
+    name, source = named or transaction_name(root, root_attrs, op, root_mapped["description"])
     trace_context: dict[str, Any] = {
         "trace_id": root_mapped["trace_id"],
         "span_id": root_mapped["span_id"],
