@@ -10,11 +10,14 @@ In code::
 from .breadcrumbs import add_breadcrumb
 from .browser import SentryMetaTagsASGIMiddleware, SentryMetaTagsMiddleware, meta_tags
 from .business import business_context, set_business_context
+from .caching import cached
 from .capture import capture_errors
 from .config import SETTINGS, BridgeConfig, load_config
 from .crons import monitor
+from .custom_spans import cache_span, deserialize_span, http_client_span, serialize_span, span
 from .exporter import SentrySpanExporter
 from .measurements import set_measurement
+from .middleware import SentryBridgeASGIMiddleware, SentryBridgeWSGIMiddleware
 from .processor import SentrySpanProcessor
 from .redis_hooks import redis_request_hook, redis_response_hook
 from .version import __version__
@@ -22,6 +25,8 @@ from .version import __version__
 __all__ = [
     "SETTINGS",
     "BridgeConfig",
+    "SentryBridgeASGIMiddleware",
+    "SentryBridgeWSGIMiddleware",
     "SentryMetaTagsASGIMiddleware",
     "SentryMetaTagsMiddleware",
     "SentrySpanExporter",
@@ -29,12 +34,18 @@ __all__ = [
     "__version__",
     "add_breadcrumb",
     "business_context",
+    "cache_span",
+    "cached",
     "capture_errors",
+    "deserialize_span",
+    "http_client_span",
     "load_config",
     "meta_tags",
     "monitor",
     "redis_request_hook",
     "redis_response_hook",
+    "serialize_span",
     "set_business_context",
     "set_measurement",
+    "span",
 ]

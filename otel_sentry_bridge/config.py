@@ -159,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Add `cache.get`/`cache.put`/`cache.remove` parents to redis get/set/delete "
             "commands (Caches page).", parse_bool),
     Setting("cache_prefixes", "SENTRY_BRIDGE_CACHE_PREFIXES", "comma list", (),
-            "Only redis keys with one of these prefixes count as cache operations (empty: all).",
+            "Only redis and memcached keys with one of these prefixes count as cache "
+            "operations (empty: all). In-process caches are not filtered.",
             parse_list),
     Setting("monitor_spans", "SENTRY_BRIDGE_MONITOR_SPANS", "comma list of rules", (),
             "Local root spans reported as Sentry Crons check-ins: `name` or `name=slug`, "
@@ -225,6 +226,11 @@ SETTINGS: tuple[Setting, ...] = (
             "At most this many message spans (received and sent) per WebSocket connection; "
             "later messages are only counted and timed on the connection's span. See "
             "[WebSockets](instrumentation/websockets.md).", parse_int(0, 100_000)),
+    Setting("cache_span_limit", "SENTRY_BRIDGE_CACHE_SPAN_LIMIT", "int", 200,
+            "At most this many spans of `cached`, cachetools and Flask-Caching per trace in "
+            "a process; later lookups in that trace are not traced (a memoized function "
+            "called in a loop). 0: no limit. See [Caches](instrumentation/caches.md).",
+            parse_int(0, 1_000_000)),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -285,6 +291,7 @@ class BridgeConfig:
     validation_errors: str = "breadcrumb"
     graphql_resolver_depth: int = 2
     websocket_message_spans: int = 100
+    cache_span_limit: int = 200
     #: Settings whose value was bad (name -> accepted values); for ``doctor`` and tests.
     invalid: tuple[tuple[str, str], ...] = ()
 

@@ -85,9 +85,17 @@ class Attr:
     CACHE_KEY: Final = "cache.key"
     CACHE_HIT: Final = "cache.hit"
     CACHE_ITEM_SIZE: Final = "cache.item_size"
+    CACHE_TTL: Final = "cache.ttl"
+    CACHE_WRITE: Final = "cache.write"
+    CACHE_OPERATION: Final = "cache.operation"
     REDIS_COMMAND_ARGS: Final = "sentry_bridge.redis.keys"
 
     HTTP_REQUEST_HEADER_PREFIX: Final = "http.request.header."
+
+    # WebSocket connections (the bridge's websockets / Starlette instrumentations write the
+    # close code; FastAPI and OpenTelemetry's ASGI middleware the protocol name or ws scheme).
+    WEBSOCKET_CLOSE_CODE: Final = ("websocket.close.code",)
+    NETWORK_PROTOCOL_NAME: Final = ("network.protocol.name",)
 
 
 class Res:
@@ -169,6 +177,11 @@ SDK_NAME: Final = "sentry.python.otel-bridge"
 REDIS_CACHE_GET: Final = frozenset({"GET", "MGET", "GETEX", "HGET", "HMGET", "HGETALL", "GETDEL"})
 REDIS_CACHE_PUT: Final = frozenset({"SET", "SETEX", "PSETEX", "SETNX", "MSET", "MSETNX", "HSET"})
 REDIS_CACHE_REMOVE: Final = frozenset({"DEL", "UNLINK"})
+#: memcached wire commands (``cache.operation`` of a ``db.memcached`` span) that are cache
+#: reads / writes / removals.
+MEMCACHED_CACHE_GET: Final = frozenset({"get", "gets"})
+MEMCACHED_CACHE_PUT: Final = frozenset({"set", "add", "replace", "append", "prepend", "cas"})
+MEMCACHED_CACHE_REMOVE: Final = frozenset({"delete"})
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -193,6 +206,17 @@ def valid_environment(text: str) -> bool:
 CAPTURE_PREFIX: Final = "capture."
 CAPTURE_NAME: Final = "capture.name"
 FINGERPRINT: Final = "sentry.fingerprint"
+#: ``capture.<key>.json``: a JSON object or array, decoded into ``<key>`` of the capture
+#: context (structure an OpenTelemetry attribute value cannot hold: pydantic's field errors).
+CAPTURE_JSON_SUFFIX: Final = ".json"
+#: ``True`` / ``False`` on an ``exception`` span event: the event's ``mechanism.handled``,
+#: whatever the span's status (an instrumentation reporting an error its caller may catch).
+EXCEPTION_HANDLED: Final = "sentry.exception.handled"
+#: On an ``exception`` span event whose ``exception.message`` leaves private data out: the
+#: digest (``_mapping.errors.message_digest``) of ``str(exception)``. Another record of that
+#: exception with OpenTelemetry's own message (a web framework's) takes the replacement. Any
+#: other span event with this digest, ``exception.type`` and ``exception.message`` does too.
+EXCEPTION_MESSAGE_DIGEST: Final = "sentry.exception.message_digest"
 
 #: Attributes that are always tags (``set_business_context`` writes the first of each), and
 #: their tag names; the others are spellings apps commonly use for the same thing.
