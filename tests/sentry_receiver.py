@@ -453,7 +453,7 @@ def _lint_span(
         key = data.get("cache.key")
         key_ok = isinstance(key, list) and bool(key) and all(isinstance(k, str) for k in key)
         if op == "cache.get":
-            # cache.hit may be absent when unknowable (pymemcache, §4.5) but never a non-bool.
+            # cache.hit may be absent when unknowable (a read that failed) but never a non-bool.
             hit = data.get("cache.hit")
             if "cache.hit" in data and not isinstance(hit, bool):
                 add(f"{where}: data['cache.hit'] {hit!r} must be a JSON boolean")

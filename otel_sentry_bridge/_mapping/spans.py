@@ -10,6 +10,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_sentry_bridge.conventions import (
+    MEMCACHED_CACHE_GET,
+    MEMCACHED_CACHE_PUT,
+    MEMCACHED_CACHE_REMOVE,
     REDIS_CACHE_GET,
     REDIS_CACHE_PUT,
     REDIS_CACHE_REMOVE,
@@ -252,27 +255,35 @@ def instantiate(span: ReadableSpan, template: SpanTemplate) -> SentrySpan:
     return out
 
 
+_REDIS_CACHE_OPS = ((REDIS_CACHE_GET, Op.CACHE_GET), (REDIS_CACHE_PUT, Op.CACHE_PUT),
+                    (REDIS_CACHE_REMOVE, Op.CACHE_REMOVE))
+_MEMCACHED_CACHE_OPS = ((MEMCACHED_CACHE_GET, Op.CACHE_GET), (MEMCACHED_CACHE_PUT, Op.CACHE_PUT),
+                        (MEMCACHED_CACHE_REMOVE, Op.CACHE_REMOVE))
+
+
 def cache_parent(
     span: SentrySpan, template: SpanTemplate, ctx: MappingContext
 ) -> SentrySpan | None:
-    """A synthesized ``cache.*`` parent for a redis get/set/delete command (Caches module)."""
-    if not ctx.redis_cache_spans or span["op"] != Op.DB_REDIS:
-        return None
+    """A synthesized ``cache.*`` parent for a redis or memcached get/set/delete command whose
+    keys the bridge's hooks recorded (Caches module)."""
     attrs = template.view
-    command = template.kv_command
-    keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
+    if span["op"] == Op.DB_REDIS and ctx.redis_cache_spans:
+        command: Any = template.kv_command
+        keys = attrs.get(Attr.REDIS_COMMAND_ARGS)
+        table = _REDIS_CACHE_OPS
+    elif span["op"] == Op.DB_MEMCACHED:  # keys from otel_sentry_bridge_instrumentation.pymemcache
+        command = attrs.get(Attr.CACHE_OPERATION)
+        keys = attrs.get(Attr.CACHE_KEY)
+        table = _MEMCACHED_CACHE_OPS
+    else:
+        return None
     if not isinstance(command, str) or not isinstance(keys, (list, tuple)) or not keys:
+        return None
+    op = next((found for commands, found in table if command in commands), None)
+    if op is None:
         return None
     key_list = [safe_str(k) for k in keys]
     if ctx.cache_prefixes and not all(k.startswith(ctx.cache_prefixes) for k in key_list):
-        return None
-    if command in REDIS_CACHE_GET:
-        op = Op.CACHE_GET
-    elif command in REDIS_CACHE_PUT:
-        op = Op.CACHE_PUT
-    elif command in REDIS_CACHE_REMOVE:
-        op = Op.CACHE_REMOVE
-    else:
         return None
     digest = hex_span(derived_span_id(int(span["span_id"], 16)))
     data: dict[str, Any] = {"cache.key": key_list, "cache.operation": command}
@@ -280,10 +291,14 @@ def cache_parent(
     if op == Op.CACHE_GET and isinstance(hit, bool):
         data["cache.hit"] = hit
     if op == Op.CACHE_PUT:
-        data["cache.write"] = True
+        written = attrs.get(Attr.CACHE_WRITE)  # False: refused (memcached ``add`` of a key)
+        data["cache.write"] = written if isinstance(written, bool) else True
     size = attrs.get(Attr.CACHE_ITEM_SIZE)
     if type(size) is int and size >= 0:
         data["cache.item_size"] = size
+    ttl = attrs.get(Attr.CACHE_TTL)
+    if type(ttl) is int and ttl > 0:
+        data[Attr.CACHE_TTL] = ttl
     sdata = span["data"]
     for src, dst in (
         ("server.address", "network.peer.address"),

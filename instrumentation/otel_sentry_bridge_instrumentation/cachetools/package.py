@@ -1,0 +1,3 @@
+"""The target library of this instrumentation."""
+
+_instruments = ("cachetools >= 5.0, < 9",)

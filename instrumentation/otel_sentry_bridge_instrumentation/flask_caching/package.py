@@ -1,0 +1,3 @@
+"""The target library of this instrumentation."""
+
+_instruments = ("Flask-Caching >= 2.0, < 3",)

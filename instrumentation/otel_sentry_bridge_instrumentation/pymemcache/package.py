@@ -1,0 +1,3 @@
+"""The target library of this instrumentation."""
+
+_instruments = ("pymemcache >= 4.0, < 5",)
