@@ -6,7 +6,8 @@ The pipeline knows three things the spans do not hold and hands them in as
 - the exception chains read from the live exceptions when ``Span.record_exception`` was called
   (``_live_exceptions.py``): a chain whose main exception is the event's (same type, value and
   innermost frame, the key ``error_events`` groups records by) replaces the frames parsed from
-  ``exception.stacktrace``; without one the parsed frames stay;
+  ``exception.stacktrace`` (an event whose message was replaced takes the unclaimed chain of its
+  type and innermost frame); without one the parsed frames stay;
 - the ``logging`` records made while a span of the transaction was current
   (``_log_breadcrumbs.py``): merged into each event's breadcrumbs, up to the error; a record
   that logs the event's own exception (``exc_info``) is the event, not a breadcrumb of it;
@@ -86,8 +87,38 @@ def _with_live(
         out.append(value)
     main = dict(values[-1])
     if chain[-1]["frames"]:
-        main["stacktrace"] = {"frames": chain[-1]["frames"]}
+        parsed = main.get("stacktrace", {}).get("frames", [])
+        main["stacktrace"] = {"frames": _main_frames(parsed, chain[-1]["frames"])}
     out.append(main)
+    return out
+
+
+def _main_frames(parsed: list[dict[str, Any]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The live frames, after the parsed ones above them when the record's stack trace also
+    showed the code that called where the exception was caught (the live traceback starts
+    there)."""
+    count = len(live)
+    if len(parsed) > count and all(
+        p["abs_path"] == f["abs_path"] and p.get("lineno") == f.get("lineno")
+        for p, f in zip(parsed[-count:], live, strict=True)
+    ):
+        return parsed[:-count] + live
+    return live
+
+
+def _by_place(
+    live: dict[tuple[Any, ...], Sequence[dict[str, Any]]], errors: list[dict[str, Any]]
+) -> dict[tuple[Any, ...], Sequence[dict[str, Any]]]:
+    """The chains no event has the message of (its record replaced the message: private data
+    left out), by exception type and innermost frame: that event's chain all the same."""
+    claimed = {dedupe_key(error["exception"]["values"]) for error in errors}
+    out: dict[tuple[Any, ...], Sequence[dict[str, Any]]] = {}
+    for key, chain in live.items():
+        if key not in claimed and key[2] is not None:
+            place = (key[0], key[2])
+            known = out.get(place)
+            if known is None or len(chain[-1]["frames"]) > len(known[-1]["frames"]):
+                out[place] = chain
     return out
 
 
@@ -103,6 +134,7 @@ def complete_errors(
             known = live.get(key)
             if known is None or len(chain[-1]["frames"]) > len(known[-1]["frames"]):
                 live[key] = chain  # the longest, as error_events keeps the longest trace
+    unclaimed = _by_place(live, errors) if live else {}
     out: list[dict[str, Any]] = []
     skipped = 0
     for error in errors:
@@ -111,7 +143,10 @@ def complete_errors(
         if any(same_exception(main, sent, send_pii) for sent in inputs.sent_by_sdk):
             skipped += 1
             continue
-        found = live.get(dedupe_key(values)) if live else None
+        key = dedupe_key(values)
+        found = live.get(key) if live else None
+        if found is None and unclaimed:
+            found = unclaimed.get((key[0], key[2]))
         if found is not None:
             error["exception"]["values"] = _with_live(values, found, send_pii)
         if inputs.logs:

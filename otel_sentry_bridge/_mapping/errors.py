@@ -6,6 +6,13 @@ named ``exception`` with ``exception.type``, ``exception.message``, ``exception.
 exception chain parsed from the traceback, the trace context of the span that recorded it, and
 the transaction's name, release, environment, user, tags and request.
 
+A record may add (``conventions.py``): ``capture.*`` context and a fingerprint
+(``capture_errors``; ``capture.<key>.json`` holds structure as JSON), an explicit
+``sentry.exception.handled``, and ``sentry.exception.message_digest`` when its message leaves
+private data out: a record of the same exception with ``str(exception)`` then gets that message
+and joins its event. Another span event (a breadcrumb about the exception) may carry the
+digest with ``exception.type`` and ``exception.message`` to the same effect.
+
 What the pipeline knows besides the spans (the live exception's richer frames, log
 breadcrumbs, what sentry-sdk already sent) is applied to these events by ``error_inputs.py``.
 """
@@ -13,13 +20,20 @@ breadcrumbs, what sentry-sdk already sent) is applied to these events by ``error
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from otel_sentry_bridge.conventions import CAPTURE_PREFIX, FINGERPRINT
+from otel_sentry_bridge.conventions import (
+    CAPTURE_JSON_SUFFIX,
+    CAPTURE_PREFIX,
+    EXCEPTION_HANDLED,
+    EXCEPTION_MESSAGE_DIGEST,
+    FINGERPRINT,
+)
 
 from .breadcrumbs import MAX_BREADCRUMBS, breadcrumb_trail
 from .frames import MAX_CHAIN, MAX_FRAMES, parse_traceback
@@ -29,8 +43,12 @@ from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_value, seconds, text_o
 
 __all__ = [
     "MAX_BREADCRUMBS", "MAX_CHAIN", "MAX_FRAMES", "breadcrumb_trail", "dedupe_key",
-    "error_events", "parse_traceback",
+    "error_events", "message_digest", "parse_traceback",
 ]
+
+#: Longest ``capture.<key>.json`` text decoded, and deepest structure kept from it.
+MAX_JSON_CHARS = 65_536
+MAX_JSON_DEPTH = 8
 
 
 def _type_and_module(qualified: str) -> tuple[str, str]:
@@ -73,7 +91,64 @@ def _merge_extras(into: dict[str, Any], attrs: Any) -> None:
     for key, value in attrs.items():
         if isinstance(key, str) and key.startswith(CAPTURE_PREFIX) and value is not None:
             name = key[len(CAPTURE_PREFIX):] or "value"
+            if name.endswith(CAPTURE_JSON_SUFFIX) and isinstance(value, str):
+                decoded = _json_structure(value)
+                if decoded is not None:
+                    name, value = name[:-len(CAPTURE_JSON_SUFFIX)] or "value", decoded
             into.setdefault("context", {}).setdefault(name, clean_value(value))
+
+
+def _json_structure(text: str) -> dict[str, Any] | list[Any] | None:
+    """A ``capture.<key>.json`` value: its JSON object or array (``None``: too long, too
+    deep, not JSON, or a plain value; the text is then kept as it is)."""
+    if len(text) > MAX_JSON_CHARS:
+        return None
+    try:
+        decoded = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(decoded, (dict, list)):
+        return None
+    level, depth = [decoded], 0
+    while level:  # breadth first: no recursion on hostile input
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return None
+        level = [v for item in level
+                 for v in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(v, (dict, list))]
+    return decoded
+
+
+def message_digest(text: str) -> str:
+    """What :data:`EXCEPTION_MESSAGE_DIGEST` holds for a message: BLAKE2b (16 bytes, hex)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _replaced_messages(
+    recorded: Sequence[tuple[ReadableSpan, dict[str, Any]]],
+) -> dict[tuple[Any, str], str]:
+    """The messages that replace ``str(exception)``, by exception type and digest (from any
+    span event saying so: an ``exception``, or a breadcrumb about one)."""
+    out: dict[tuple[Any, str], str] = {}
+    for span, _mapped in recorded:
+        for event in span.events:
+            attrs = event.attributes or {}
+            digest = attrs.get(EXCEPTION_MESSAGE_DIGEST)
+            message = attrs.get("exception.message")
+            if isinstance(digest, str) and isinstance(message, str):
+                out[(attrs.get("exception.type"), digest)] = message
+    return out
+
+
+def _replace_message(attrs: Any, replaced: dict[tuple[Any, str], str]) -> Any:
+    """``attrs`` of a record with OpenTelemetry's own message, with the replacement another
+    record of the same exception gave (so both are one event, without the private data)."""
+    message = attrs.get("exception.message")
+    if EXCEPTION_MESSAGE_DIGEST in attrs or not isinstance(message, str):
+        return attrs
+    better = replaced.get((attrs.get("exception.type"), message_digest(message)))
+    return attrs if better is None else {**attrs, "exception.message": better}
 
 
 def _escaped(attrs: Any) -> bool:
@@ -105,17 +180,27 @@ def error_events(
     """
     found: dict[tuple[Any, ...], tuple[int, list[dict[str, Any]], dict[str, Any]]] = {}
     records: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
+    #: the mechanism of each exception's last record: the span it escaped furthest says
+    #: whether it was handled (the longest stack trace may be another record's)
+    latest: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
+    replaced = _replaced_messages(recorded)
     for span, mapped in recorded:
         status = span.status.status_code if span.status is not None else StatusCode.UNSET
         for event in span.events:
             if event.name != "exception":
                 continue
             attrs = event.attributes or {}
-            handled = not (_escaped(attrs) or status is StatusCode.ERROR)
+            if replaced:
+                attrs = _replace_message(attrs, replaced)
+            explicit = attrs.get(EXCEPTION_HANDLED)
+            handled = (explicit if type(explicit) is bool
+                       else not (_escaped(attrs) or status is StatusCode.ERROR))
             values = _values(attrs, mapped["origin"], handled, ctx.send_pii)
             key = dedupe_key(values)
             when = event.timestamp or 0
             records.setdefault(key, []).append((when, attrs))
+            if when >= latest.get(key, (-1, None))[0]:
+                latest[key] = (when, values[-1]["mechanism"])
             previous = found.get(key)
             if previous is None:
                 found[key] = (when, values, mapped)
@@ -132,6 +217,7 @@ def error_events(
     trail = breadcrumb_trail(recorded, spans, ctx.send_pii) if found else []
     out: list[dict[str, Any]] = []
     for key, (when, values, mapped) in found.items():
+        values[-1]["mechanism"] = latest[key][1]
         error = _event(when, values, mapped, transaction)
         extra: dict[str, Any] = {}
         # the record closest to the raise (the earliest) wins where two disagree
@@ -164,6 +250,8 @@ def _event(
         "origin": span["origin"],
         "type": "trace",
     }
+    if span.get("description"):  # as sentry-sdk's trace context: e.g. the failing query
+        trace["description"] = span["description"]
     txn_trace = transaction["contexts"]["trace"]
     if span["span_id"] == txn_trace["span_id"]:
         parent = txn_trace.get("parent_span_id")

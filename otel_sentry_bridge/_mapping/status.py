@@ -6,6 +6,7 @@ from opentelemetry.trace import StatusCode
 
 from otel_sentry_bridge.conventions import Attr
 
+from .ops import is_websocket
 from .values import Attrs, first, first_int
 
 GRPC_STATUS = (
@@ -69,14 +70,55 @@ def _refine_error(attrs: Attrs, exception_type: str | None) -> str:
         return "cancelled"
     if "connection" in lowered:
         return "unavailable"
+    if "validationerror" in lowered:  # pydantic's, marshmallow's, Django's: bad input
+        return "invalid_argument"
     return "internal_error"
+
+
+#: WebSocket close codes (RFC 6455 section 7.4.1, IANA registry 3000-3999) -> Sentry status.
+_CLOSE_CODES = {
+    1000: "ok", 1001: "ok", 1005: "ok", 1002: "invalid_argument", 1003: "invalid_argument",
+    1006: "aborted", 1007: "invalid_argument", 1008: "permission_denied",
+    1009: "failed_precondition", 1010: "unimplemented", 1011: "internal_error",
+    1012: "unavailable", 1013: "unavailable", 1014: "internal_error", 1015: "unavailable",
+    3000: "unauthenticated", 3003: "permission_denied", 3008: "deadline_exceeded",
+}
+
+
+def status_from_close_code(code: int) -> str:
+    """A WebSocket close code -> Sentry status. Application codes 4400-4599 follow the
+    graphql-ws convention (4000 + an HTTP status); other codes are ``unknown``."""
+    known = _CLOSE_CODES.get(code)
+    if known is not None:
+        return known
+    if 4400 <= code <= 4599:
+        return status_from_http(code - 4000)
+    return "unknown"
+
+
+def _websocket_status(attrs: Attrs, http_code: int | None, status_code: StatusCode) -> str | None:
+    """A refused handshake's HTTP status, else the close code's (an error status wins over a
+    clean close). HTTP codes below 400 say nothing about a WebSocket connection."""
+    if http_code is not None and http_code >= 400:
+        return status_from_http(http_code)
+    close = first_int(attrs, Attr.WEBSOCKET_CLOSE_CODE)
+    if close is None:
+        return None
+    status = status_from_close_code(close)
+    return None if status == "ok" and status_code is StatusCode.ERROR else status
 
 
 def derive_status(
     attrs: Attrs, status_code: StatusCode, exception_type: str | None = None
 ) -> str:
-    """First match wins: HTTP code, gRPC code, celery retry, OTel ERROR, else ``ok``."""
+    """First match wins: HTTP code (a WebSocket's close code), gRPC code, celery retry, OTel
+    ERROR, else ``ok``."""
     http_code = first_int(attrs, Attr.HTTP_STATUS)
+    if is_websocket(attrs):
+        found = _websocket_status(attrs, http_code, status_code)
+        if found is not None:
+            return found
+        http_code = None
     if http_code is not None and http_code > 0:
         return status_from_http(http_code)
     grpc = first(attrs, Attr.RPC_STATUS)

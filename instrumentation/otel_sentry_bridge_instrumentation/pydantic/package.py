@@ -1,0 +1,3 @@
+"""The library this instrumentation patches (checked again when it is applied)."""
+
+_instruments = ("pydantic >= 2.0, < 3",)
