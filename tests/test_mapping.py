@@ -519,3 +519,23 @@ def test_a_span_of_the_segment_names_the_transaction() -> None:
             pass
     event = build(f)
     assert (event["transaction"], event["transaction_info"]) == ("Named", {"source": "custom"})
+
+
+def test_websocket_connection_without_the_bridge_instrumentor_is_named_ws() -> None:
+    """OpenTelemetry's ASGI middleware alone: a ``ws`` scheme server span is a
+    ``websocket.server`` transaction named ``WS <route>`` (or ``WS <path>``, source url)."""
+    base = {"url.scheme": "ws", "url.path": "/ws/7", "server.address": "127.0.0.1",
+            "server.port": 8000}
+    f = SpanFactory()
+    with f.span("/ws/{room}", SpanKind.SERVER, {**base, "http.route": "/ws/{room}"}):
+        pass
+    event = build(f)
+    assert event["contexts"]["trace"]["op"] == "websocket.server"
+    assert (event["transaction"], event["transaction_info"]) == ("WS /ws/{room}",
+                                                                {"source": "route"})
+    assert validate_event(event, kind="transaction") == []
+    f = SpanFactory()
+    with f.span("/ws/7", SpanKind.SERVER, base):
+        pass
+    event = build(f)
+    assert (event["transaction"], event["transaction_info"]) == ("WS /ws/7", {"source": "url"})

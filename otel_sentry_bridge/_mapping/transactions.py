@@ -15,6 +15,7 @@ from otel_sentry_bridge.conventions import SDK_NAME, Attr, Op, Source
 
 from . import ops, queues
 from .context import merge_tags, merge_user, request_interface, resource_fields
+from .db_duplicates import orm_duplicates
 from .errors import error_events
 from .mapping_context import MappingContext
 from .measurements import transaction_measurements
@@ -74,6 +75,14 @@ def _name_and_source(
         if path:
             return f"{method} {path}".strip(), Source.URL
         return (name or method or UNLABELED), Source.URL
+    if op == Op.WEBSOCKET_SERVER:  # a connection (OpenTelemetry's ASGI middleware alone)
+        route = first_str(attrs, Attr.HTTP_ROUTE)
+        if route:
+            return f"WS {route}", Source.ROUTE
+        path = ops.http_server_path(attrs)
+        if path:
+            return f"WS {path}", Source.URL
+        return (name or "WS"), Source.URL
     if op in (Op.QUEUE_TASK_CELERY, Op.QUEUE_PROCESS) and span.kind is SpanKind.CONSUMER:
         return description or name, Source.TASK
     if op == Op.GRPC_SERVER or op == Op.RPC_SERVER:
@@ -213,6 +222,11 @@ def build_transaction(
             original_parent[cache["span_id"]] = cache["parent_span_id"]
             mapped.append(cache)
         mapped.append(out)
+
+    duplicates = orm_duplicates(mapped, {out["span_id"] for _, out in recorded})
+    if duplicates:  # SQLAlchemy's span beside the driver's span of the same query
+        mapped = [s for s in mapped if s["span_id"] not in duplicates]
+        filtered += len(duplicates)
 
     dropped = 0
     task = root_mapped["op"] == Op.QUEUE_TASK_CELERY  # gets a queue.process child (4.6)
