@@ -275,10 +275,31 @@ def rpc(name: str, kind: SpanKind, attrs: Attrs, data: dict[str, Any]) -> tuple[
     return Op.RPC, name
 
 
+_WEBSOCKET_SCHEMES = frozenset({"ws", "wss"})
+#: ASGI events that carry a WebSocket message (the others: connect, accept, close, disconnect).
+_WEBSOCKET_MESSAGES = {"websocket.receive": Op.WEBSOCKET_RECEIVE,
+                       "websocket.send": Op.WEBSOCKET_SEND}
+
+
+def is_websocket(attrs: Attrs) -> bool:
+    """A WebSocket connection's span: a close code, a ``ws``/``wss`` scheme (OpenTelemetry's
+    ASGI middleware) or the ``websocket`` protocol name (FastAPI's own telemetry)."""
+    if first(attrs, Attr.WEBSOCKET_CLOSE_CODE) is not None:
+        return True
+    scheme = first_str(attrs, Attr.URL_SCHEME)
+    return (scheme is not None and scheme.lower() in _WEBSOCKET_SCHEMES) or (
+        first_str(attrs, Attr.NETWORK_PROTOCOL_NAME) == "websocket")
+
+
 def generic(name: str, kind: SpanKind, attrs: Attrs, scope_name: str | None) -> str:
     """Op for spans without a recognised family."""
+    if kind in (SpanKind.SERVER, SpanKind.CLIENT) and is_websocket(attrs):
+        return Op.WEBSOCKET_SERVER if kind is SpanKind.SERVER else Op.WEBSOCKET_CLIENT
     event_type = attrs.get("asgi.event.type")
     if isinstance(event_type, str):
+        message_op = _WEBSOCKET_MESSAGES.get(event_type)
+        if message_op is not None:
+            return message_op
         if event_type.endswith(".send") or "send" in name:
             return Op.MIDDLEWARE_ASGI_SEND
         return Op.MIDDLEWARE_ASGI_RECEIVE
