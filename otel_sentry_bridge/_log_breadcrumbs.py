@@ -35,7 +35,10 @@ from ._mapping.values import safe_str
 MAX_TRACES = 200
 MAX_RECORDS = 100
 #: Loggers whose records are never kept (the bridge's own, and OpenTelemetry's).
-_SKIPPED = ("otel_sentry_bridge", "opentelemetry")
+#: Loggers whose records are no breadcrumbs: our own, OpenTelemetry's, and strawberry's
+#: ``strawberry.execution`` (it logs every GraphQL error with the document's lines and bad
+#: variable values; the GraphQL instrumentation reports those errors itself, PII-aware).
+_SKIPPED = ("otel_sentry_bridge", "opentelemetry", "strawberry.execution")
 
 #: ``(created, levelno, logger, message, exception, span id)``
 _Stored = tuple[float, int, str, str, "ExceptionKey | None", int]
