@@ -55,3 +55,14 @@ def test_python_examples_run(page: Path, tmp_path: Path) -> None:
         names = [t["transaction"] for t in receiver.wait_for_transactions(1, timeout=10)]
         assert "docs example" in names
         receiver.assert_no_problems()
+
+
+LINK = re.compile(r"\]\(([^)\s#]+\.md)(#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.rglob("*.md")), ids=lambda p: str(p.relative_to(DOCS)))
+def test_relative_links_resolve(page: Path) -> None:
+    """Every relative link to another docs page points at a page that exists."""
+    missing = [target for target, _ in LINK.findall(page.read_text())
+               if "://" not in target and not (page.parent / target).resolve().is_file()]
+    assert missing == []
