@@ -380,6 +380,23 @@ def test_instrumentors_missing_library_and_version_conflict(
     assert lines_with(lines, "oldflask", "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
 
 
+def test_the_bridges_own_instrumentors_show_their_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our distribution declares no ``instruments`` extra (one missing library would make
+    opentelemetry-instrument skip all of them): the doctor reads each one's ``package.py``."""
+    from otel_sentry_bridge_instrumentation.cachetools import package
+
+    _, text, lines = run({"SENTRY_BRIDGE_ENVELOPE_DIR": "/x", **PINNED})
+    assert lines_with(lines, "sentry_bridge_cachetools", "loads (cachetools ", " installed)"), text
+    assert lines_with(lines, "sentry_bridge_pydantic", "loads (pydantic "), text
+    monkeypatch.setattr(package, "_instruments", ("cachetools >= 99",))
+    code, text, lines = run({"SENTRY_BRIDGE_ENVELOPE_DIR": "/x", **PINNED})
+    assert lines_with(lines, "sentry_bridge_cachetools", "skipped: version conflict (cachetools ",
+                      "outside cachetools>=99)"), text
+    assert code == 1, text
+
+
 # --------------------------------------------------------------------------------------------
 # Versions
 # --------------------------------------------------------------------------------------------

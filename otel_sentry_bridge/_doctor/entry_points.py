@@ -4,6 +4,7 @@ would load, the conflicts between them, and the exporter set-ups that make start
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -213,11 +214,27 @@ def _exporters(
     return plan.resolved["traces"]
 
 
+def _own_instruments(ep: EntryPointInfo) -> tuple[str, ...] | None:
+    """The target library requirements of one of the bridge's own instrumentors (its
+    ``package.py``: our distribution declares no ``instruments`` extra), without importing the
+    library itself."""
+    if ep.dist != DIST_NAME or ":" not in ep.value:
+        return None
+    module = ep.value.split(":", 1)[0].strip() + ".package"
+    try:
+        found = getattr(importlib.import_module(module), "_instruments", None)
+    except Exception:
+        return None
+    if not isinstance(found, tuple) or not all(isinstance(t, str) for t in found):
+        return None
+    return tuple(f'{text}; extra == "instruments"' for text in found)
+
+
 def _instruments(ep: EntryPointInfo) -> tuple[str, str]:
     """(what the instrumentor needs and found; ``ok``, ``missing`` or ``conflict``)."""
     needs_all: list[Req] = []
     needs_any: list[Req] = []
-    for text in ep.requires:
+    for text in _own_instruments(ep) or ep.requires:
         req = parse_requirement(text)
         if req is None:
             continue
