@@ -5,9 +5,11 @@ and websockets clients on loopback, and a zero-code FastAPI app under
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +22,20 @@ import websockets.sync.client
 from apps import AppProcess
 from e2e_support import assert_clean_output, assert_receiver_clean, bridge_env, summary
 from fastapi import FastAPI
+from opentelemetry import baggage
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from otel_sentry_bridge_instrumentation import _ws_common as ws
+from otel_sentry_bridge_instrumentation._ws_patching import ClassPatches
 from otel_sentry_bridge_instrumentation.starlette_websocket import (
     StarletteWebSocketInstrumentor,
 )
+from otel_sentry_bridge_instrumentation.starlette_websocket._asgi import patch_middleware
 from otel_sentry_bridge_instrumentation.starlette_websocket._route import ORIGIN
 from otel_sentry_bridge_instrumentation.websockets import WebsocketsInstrumentor
 from sentry_receiver import SentryReceiver, validate_event
@@ -263,6 +270,25 @@ def test_raw_asgi_websocket_under_the_otel_middleware_maps_its_spans(setup: Setu
     assert {Op.WEBSOCKET_RECEIVE, Op.WEBSOCKET_SEND} <= ops
 
 
+def test_handler_sees_the_handshake_baggage(setup: Setup) -> None:
+    seen: list[dict[str, object]] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        seen.append(dict(baggage.get_all()))
+        await websocket.accept()
+        await websocket.send_text("ok")
+        await websocket.close()
+
+    trace_id = "771a43a4192642f0b136d5159a501700"
+    headers = {"traceparent": f"00-{trace_id}-b0e6f15b45c36b12-01", "baggage": "tenant=acme"}
+    app = Starlette(routes=[WebSocketRoute("/feed", handler)])
+    with Uvicorn(app) as server, connect(server, "/feed", additional_headers=headers) as conn:
+        assert conn.recv() == "ok"
+    assert seen == [{"tenant": "acme"}]
+    (txn,) = setup.server_transactions()
+    assert trace_of(txn)["trace_id"] == trace_id
+
+
 # -- close codes, refusals and errors -----------------------------------------------------------
 
 def test_handler_exception_is_an_error_event(setup: Setup) -> None:
@@ -314,6 +340,18 @@ def test_refused_handshake_is_http_403(setup: Setup) -> None:
     assert trace_of(txn)["data"][Attr.HTTP_STATUS[0]] == 403
 
 
+def test_client_address_is_not_recorded_without_pii(setup: Setup) -> None:
+    exporter = InMemorySpanExporter()
+    setup.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with Uvicorn(starlette_app()) as server, connect(server, "/api/rooms/1") as conn:
+        conn.send("hi")
+        conn.recv()
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    attributes = dict(span.attributes or {})
+    assert attributes["server.address"] == "127.0.0.1"
+    assert "client.address" not in attributes and "client.port" not in attributes
+
+
 def test_uninstrument_restores_starlette_and_the_middleware() -> None:
     route_handle = vars(starlette.routing.WebSocketRoute)["handle"]
     middleware = {name: vars(OpenTelemetryMiddleware)[name]
@@ -334,6 +372,27 @@ def test_uninstrument_restores_starlette_and_the_middleware() -> None:
     finally:
         current.capture.close()
         current.meters.shutdown()
+
+
+def test_middleware_of_another_shape_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """The private methods are wrapped only with the parameters this instrumentation reads
+    (0.66b's): another version's keeps its own spans, with a debug line, never a crash."""
+
+    class Middleware:
+        def _get_otel_receive(self, scope: Any, receive: Any, server_span_name: str) -> Any:
+            return receive
+
+        def _set_send_span(self, scope: Any, send: Any, message: Any) -> bool:
+            return False
+
+    module = types.SimpleNamespace(OpenTelemetryMiddleware=Middleware)
+    patches = ClassPatches()
+    originals = dict(vars(Middleware))
+    with caplog.at_level(logging.DEBUG, logger="otel_sentry_bridge"):
+        patch_middleware(patches, module)
+    assert dict(vars(Middleware)) == originals
+    assert "left as they are" in caplog.text
+    patches.restore()
 
 
 # -- zero code: opentelemetry-instrument, uvicorn, FastAPI --------------------------------------

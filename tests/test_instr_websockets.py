@@ -8,7 +8,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import websockets.asyncio.client
@@ -17,10 +17,12 @@ import websockets.asyncio.router
 import websockets.asyncio.server
 import websockets.sync.client
 import websockets.sync.server
-from opentelemetry import propagate
+from opentelemetry import baggage, propagate
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_sentry_bridge_instrumentation import _ws_common as ws
@@ -299,6 +301,32 @@ def test_handler_exception_is_an_error_event(setup: Setup) -> None:
     assert event["contexts"]["trace"]["span_id"] == trace_of(server)["span_id"]
 
 
+def test_cancelled_handler_is_cancelled_whatever_the_close_code(setup: Setup) -> None:
+    """websockets closes a failed handler's connection with 1011: the exception, not that
+    code, decides the status (a cancellation is ``cancelled``), and it is no error event."""
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def waiting(connection: Any) -> None:
+        handlers.append(cast("asyncio.Task[Any]", asyncio.current_task()))
+        await connection.recv()
+        await asyncio.sleep(10)
+
+    async def client(port: int) -> None:
+        async with websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}/") as conn:
+            await conn.send("hi")
+            while not handlers:
+                await asyncio.sleep(0.01)
+            handlers[0].cancel()
+            with pytest.raises(ConnectionClosed):
+                await conn.recv()
+
+    asyncio.run(serve_and(waiting, client))
+    (server,) = setup.server_transactions()
+    assert trace_of(server)["data"][ws.CLOSE_CODE] == 1011
+    assert trace_of(server)["status"] == "cancelled"
+    assert setup.events() == []
+
+
 def test_connection_closed_in_the_handler_is_no_error(setup: Setup) -> None:
     async def reading(connection: Any) -> None:
         while True:  # ConnectionClosedOK escapes the handler once the client has closed
@@ -386,9 +414,10 @@ def test_close_code_table(code: int, status: str) -> None:
     assert status_from_close_code(code) == status
     view = concept_view({ws.CLOSE_CODE: code})
     assert derive_status(view, StatusCode.UNSET) == status
-    # an exception decides over a clean close; an HTTP 200 (ASGI's, per message) never does
-    failed = "internal_error" if status == "ok" else status
-    assert derive_status(view, StatusCode.ERROR, "ValueError") == failed
+    # an exception decides, whatever the close code (websockets answers one with 1011); an
+    # HTTP 200 (ASGI's, per message) never does
+    assert derive_status(view, StatusCode.ERROR, "ValueError") == "internal_error"
+    assert derive_status(view, StatusCode.ERROR, "CancelledError") == "cancelled"
     view = concept_view({ws.CLOSE_CODE: code, "http.status_code": 200})
     assert derive_status(view, StatusCode.UNSET) == status
 
@@ -501,3 +530,56 @@ def test_uninstrument_restores_the_library() -> None:
     finally:
         current.capture.close()
         current.meters.shutdown()
+
+
+# -- privacy and context -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("pii", [False, True])
+def test_client_address_only_with_pii(pii: bool) -> None:
+    """No exporter gets the client's address without SENTRY_BRIDGE_SEND_DEFAULT_PII (as the
+    HTTP middleware): not only the Sentry payload, the span itself."""
+    current = Setup(send_default_pii=pii)
+    exporter = InMemorySpanExporter()
+    current.capture.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        async def client(port: int) -> None:
+            async with websockets.asyncio.client.connect(f"ws://127.0.0.1:{port}/") as conn:
+                await conn.send("a")
+                await conn.recv()
+
+        asyncio.run(serve_and(echo, client))
+        (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+        attributes = dict(span.attributes or {})
+        assert attributes["server.address"] == "127.0.0.1"
+        (txn,) = current.server_transactions()
+        if pii:
+            assert attributes["client.address"] == "127.0.0.1"
+            assert trace_of(txn)["data"]["client.address"] == "127.0.0.1"
+        else:
+            assert "client.address" not in attributes and "client.port" not in attributes
+    finally:
+        current.close()
+
+
+def test_handler_sees_the_handshake_baggage(setup: Setup) -> None:
+    """The handler runs in the context the handshake's headers carry (its baggage too, which
+    the handler's own outgoing calls then pass on), as OpenTelemetry's HTTP servers do."""
+    seen: list[dict[str, object]] = []
+    trace_id = "771a43a4192642f0b136d5159a501700"
+    headers = [("traceparent", f"00-{trace_id}-b0e6f15b45c36b12-01"),
+               ("baggage", "tenant=acme")]
+
+    async def handler(connection: Any) -> None:
+        seen.append(dict(baggage.get_all()))
+        await connection.send("ok")
+
+    async def client(port: int) -> None:
+        with suppress_instrumentation():  # a client of its own: these headers go as given
+            async with websockets.asyncio.client.connect(
+                    f"ws://127.0.0.1:{port}/", additional_headers=headers) as conn:
+                await conn.recv()
+
+    asyncio.run(serve_and(handler, client))
+    assert seen == [{"tenant": "acme"}]
+    (txn,) = setup.server_transactions()
+    assert trace_of(txn)["trace_id"] == trace_id

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final, cast
 
-import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
-from otel_sentry_bridge._internal_errors import guarded, handle_internal_errors
+from otel_sentry_bridge._internal_errors import guarded
 from otel_sentry_bridge.conventions import Attr, Op, Source
 
 from ._base import bridge_config
@@ -125,62 +123,17 @@ def extract_parent(headers: Iterable[tuple[str, str]]) -> Context:
 
 
 def address_attributes(local: Any, remote: Any) -> dict[str, Any]:
-    """``server.*`` and ``client.*`` attributes of a server connection's socket addresses
-    (IPv4 or IPv6 tuples; a Unix socket's path has none)."""
+    """``server.*`` and (only with ``SENTRY_BRIDGE_SEND_DEFAULT_PII``, as the HTTP middleware)
+    ``client.*`` attributes of a server connection's socket addresses (IPv4 or IPv6 tuples; a
+    Unix socket's path has none)."""
     out: dict[str, Any] = {}
-    for side, address in (("server", local), ("client", remote)):
+    sides = (("server", local), ("client", remote)) if bridge_config().send_default_pii else (
+        ("server", local),)
+    for side, address in sides:
         if (isinstance(address, (tuple, list)) and len(address) >= 2
                 and isinstance(address[0], str) and type(address[1]) is int):
             out[f"{side}.address"], out[f"{side}.port"] = address[0], address[1]
     return out
-
-
-def arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
-    """A wrapped call's argument, given by position or by name (None when absent)."""
-    return args[index] if len(args) > index else kwargs.get(name)
-
-
-def with_arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str,
-             value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's arguments with one replaced (where it was given; else by name)."""
-    if len(args) > index:
-        return (*args[:index], value, *args[index + 1:]), kwargs
-    return args, {**kwargs, name: value}
-
-
-class ClassPatches:
-    """wrapt wrappers on classes, undone exactly: a method a class inherits gets its wrapper
-    on that class, which ``restore`` deletes again (instead of leaving a copy behind)."""
-
-    def __init__(self) -> None:
-        self._done: list[tuple[type, str, bool]] = []
-        self._generation = 0
-
-    def wrap(self, cls: type, name: str, wrapper: Any) -> None:
-        owned = name in vars(cls)
-        wrapt.wrap_function_wrapper(cls, name, wrapper)
-        self._done.append((cls, name, owned))
-
-    def when_imported(self, module: str, patch: Callable[[Any], None], where: str) -> None:
-        """``patch(module)`` once ``module`` is imported (now if it is), unless ``restore``
-        ran in between: a module that is costly to import is patched only if the app uses it."""
-        generation = self._generation
-
-        def hook(imported: Any) -> None:
-            with handle_internal_errors(where):
-                if generation == self._generation:
-                    patch(imported)
-
-        wrapt.register_post_import_hook(hook, module)
-
-    def restore(self) -> None:
-        self._generation += 1
-        while self._done:
-            cls, name, owned = self._done.pop()
-            if owned:
-                unwrap(cls, name)
-            elif name in vars(cls):
-                delattr(cls, name)
 
 
 class ConnectionTrace:
@@ -216,7 +169,9 @@ class ConnectionTrace:
     )
 
     def __init__(self, tracer: Tracer, span: Span, role: str, *, own_span: bool, origin: str,
-                 histogram: Histogram | None) -> None:
+                 histogram: Histogram | None, context: Context | None = None) -> None:
+        """``context``: the one the span was started in (the handshake's, with its baggage),
+        under the span for the handler; default: the current one."""
         self.tracer = tracer
         self.span = span
         self.role = role
@@ -225,7 +180,7 @@ class ConnectionTrace:
         self.histogram = histogram
         self.recording = span.is_recording()
         self.trace_id = span.get_span_context().trace_id
-        self.parent = trace.set_span_in_context(span)
+        self.parent = trace.set_span_in_context(span, context)
         self.limit = bridge_config().websocket_message_spans if self.recording else 0
         # Few attributes (the route, when known, comes with ``set_route``): each costs the
         # SDK about a microsecond per measurement.

@@ -97,15 +97,15 @@ def status_from_close_code(code: int) -> str:
 
 
 def _websocket_status(attrs: Attrs, http_code: int | None, status_code: StatusCode) -> str | None:
-    """A refused handshake's HTTP status, else the close code's (an error status wins over a
-    clean close). HTTP codes below 400 say nothing about a WebSocket connection."""
+    """A refused handshake's HTTP status, else an error status's (whatever the close code: a
+    server closes a failed handler's connection with 1011, a cancelled one's too), else the
+    close code's. HTTP codes below 400 say nothing about a WebSocket connection."""
     if http_code is not None and http_code >= 400:
         return status_from_http(http_code)
     close = first_int(attrs, Attr.WEBSOCKET_CLOSE_CODE)
-    if close is None:
+    if close is None or status_code is StatusCode.ERROR:
         return None
-    status = status_from_close_code(close)
-    return None if status == "ok" and status_code is StatusCode.ERROR else status
+    return status_from_close_code(close)
 
 
 def derive_status(

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from otel_sentry_bridge._internal_errors import guarded
 from otel_sentry_bridge.conventions import Attr, Op
 from otel_sentry_bridge_instrumentation import _ws_common as ws
+from otel_sentry_bridge_instrumentation import _ws_patching as patching
 from otel_sentry_bridge_instrumentation._base import is_instrumentation_enabled
 
 ORIGIN: Final = "auto.websocket.starlette"
@@ -58,7 +59,7 @@ class RouteHooks:
         valid = current.get_span_context().is_valid
         if valid and (not current.is_recording()
                       or getattr(current, "kind", None) is SpanKind.SERVER):
-            span, own = current, False
+            span, own, parent = current, False, None
             if current.is_recording():
                 current.set_attribute(Attr.SENTRY_OP[0], Op.WEBSOCKET_SERVER)
         else:
@@ -67,7 +68,7 @@ class RouteHooks:
                 f"WS {template}", context=parent, kind=SpanKind.SERVER,
                 attributes=self._attributes(scope)), True
         state = ws.ConnectionTrace(self.tracer, span, ws.SERVER, own_span=own, origin=ORIGIN,
-                                   histogram=self.histogram)
+                                   histogram=self.histogram, context=parent)
         state.set_route(template)
         return state
 
@@ -90,17 +91,17 @@ class RouteHooks:
         return attributes
 
     async def handle(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        scope = ws.arg(args, kwargs, 0, "scope")
+        scope = patching.arg(args, kwargs, 0, "scope")
         if (not isinstance(scope, dict) or scope.get("type") != "websocket"
                 or SCOPE_KEY in scope or not is_instrumentation_enabled()):
             return await wrapped(*args, **kwargs)
         state = self.start(instance, scope)
         if state is None:
             return await wrapped(*args, **kwargs)
-        connection = AsgiConnection(state, ws.arg(args, kwargs, 1, "receive"),
-                                    ws.arg(args, kwargs, 2, "send"))
-        args, kwargs = ws.with_arg(args, kwargs, 1, "receive", connection.receive)
-        args, kwargs = ws.with_arg(args, kwargs, 2, "send", connection.send)
+        connection = AsgiConnection(state, patching.arg(args, kwargs, 1, "receive"),
+                                    patching.arg(args, kwargs, 2, "send"))
+        args, kwargs = patching.with_arg(args, kwargs, 1, "receive", connection.receive)
+        args, kwargs = patching.with_arg(args, kwargs, 2, "send", connection.send)
         scope[SCOPE_KEY] = True
         state.enter()
         try:

@@ -25,6 +25,7 @@ from opentelemetry import metrics
 
 from otel_sentry_bridge.version import __version__
 from otel_sentry_bridge_instrumentation import _ws_common as ws
+from otel_sentry_bridge_instrumentation import _ws_patching as patching
 from otel_sentry_bridge_instrumentation._base import SCHEMA_URL, BridgeInstrumentor
 
 from ._client import ClientHooks, MessageHooks
@@ -44,7 +45,7 @@ class WebsocketsInstrumentor(BridgeInstrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._patches = ws.ClassPatches()
+        self._patches = patching.ClassPatches()
 
     def _patch(self, **kwargs: Any) -> None:
         tracer = self.tracer(**kwargs)

@@ -15,6 +15,7 @@ from websockets.datastructures import Headers
 from otel_sentry_bridge._internal_errors import guarded
 from otel_sentry_bridge.conventions import Attr, Op
 from otel_sentry_bridge_instrumentation import _ws_common as ws
+from otel_sentry_bridge_instrumentation import _ws_patching as patching
 from otel_sentry_bridge_instrumentation._base import is_instrumentation_enabled
 
 from ._server import ORIGIN, STATE, close_info, state_of
@@ -67,9 +68,9 @@ class ClientHooks:
     def _prepare(self, instance: Any, args: Any, kwargs: Any) -> tuple[Any, Any, Any]:
         state = self.start(instance)
         if state is not None:
-            headers = self.headers(state, ws.arg(args, kwargs, 0, "additional_headers"))
+            headers = self.headers(state, patching.arg(args, kwargs, 0, "additional_headers"))
             if headers is not None:
-                args, kwargs = ws.with_arg(args, kwargs, 0, "additional_headers", headers)
+                args, kwargs = patching.with_arg(args, kwargs, 0, "additional_headers", headers)
         return state, args, kwargs
 
     async def handshake_async(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -153,8 +154,8 @@ class MessageHooks:
             return await wrapped(*args, **kwargs)
         begun = state.begin()
         result = await wrapped(*args, **kwargs)
-        state.message(False, begun, ws.arg(args, kwargs, 0, "message"),
-                      ws.arg(args, kwargs, 1, "text"))
+        state.message(False, begun, patching.arg(args, kwargs, 0, "message"),
+                      patching.arg(args, kwargs, 1, "text"))
         return result
 
     def recv_sync(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -172,6 +173,6 @@ class MessageHooks:
             return wrapped(*args, **kwargs)
         begun = state.begin()
         result = wrapped(*args, **kwargs)
-        state.message(False, begun, ws.arg(args, kwargs, 0, "message"),
-                      ws.arg(args, kwargs, 1, "text"))
+        state.message(False, begun, patching.arg(args, kwargs, 0, "message"),
+                      patching.arg(args, kwargs, 1, "text"))
         return result

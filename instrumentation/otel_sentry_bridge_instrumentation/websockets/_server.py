@@ -19,6 +19,7 @@ from websockets.protocol import State
 from otel_sentry_bridge._internal_errors import guarded
 from otel_sentry_bridge.conventions import Attr, Op, Source
 from otel_sentry_bridge_instrumentation import _ws_common as ws
+from otel_sentry_bridge_instrumentation import _ws_patching as patching
 from otel_sentry_bridge_instrumentation._base import is_instrumentation_enabled
 
 ORIGIN: Final = "auto.websocket.websockets"
@@ -81,7 +82,7 @@ class ServerHooks:
         span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
                                       attributes=attributes)
         state = ws.ConnectionTrace(self.tracer, span, ws.SERVER, own_span=True, origin=ORIGIN,
-                                   histogram=self.histogram)
+                                   histogram=self.histogram, context=parent)
         setattr(connection, STATE, state)
         return state
 
@@ -115,8 +116,8 @@ class ServerHooks:
     async def handshake_async(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not is_instrumentation_enabled():
             return await wrapped(*args, **kwargs)
-        hook = self._async_hook(ws.arg(args, kwargs, 0, "process_request"))
-        args, kwargs = ws.with_arg(args, kwargs, 0, "process_request", hook)
+        hook = self._async_hook(patching.arg(args, kwargs, 0, "process_request"))
+        args, kwargs = patching.with_arg(args, kwargs, 0, "process_request", hook)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -128,8 +129,8 @@ class ServerHooks:
     def handshake_sync(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
-        hook = self._sync_hook(ws.arg(args, kwargs, 0, "process_request"))
-        args, kwargs = ws.with_arg(args, kwargs, 0, "process_request", hook)
+        hook = self._sync_hook(patching.arg(args, kwargs, 0, "process_request"))
+        args, kwargs = patching.with_arg(args, kwargs, 0, "process_request", hook)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -157,7 +158,7 @@ class ServerHooks:
             return await wrapped(*args, **kwargs)
         finally:
             if state is not None:
-                _handler_done(state, instance, ws.arg(args, kwargs, 1, "exc_value"))
+                _handler_done(state, instance, patching.arg(args, kwargs, 1, "exc_value"))
 
     def enter(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not is_instrumentation_enabled():
@@ -174,7 +175,7 @@ class ServerHooks:
             return wrapped(*args, **kwargs)
         finally:
             if state is not None:
-                _handler_done(state, instance, ws.arg(args, kwargs, 1, "exc_value"))
+                _handler_done(state, instance, patching.arg(args, kwargs, 1, "exc_value"))
 
     # -- routers (werkzeug URL maps) ---------------------------------------------------------
 
@@ -183,8 +184,8 @@ class ServerHooks:
             return wrapped(*args, **kwargs)
         response = wrapped(*args, **kwargs)
         if response is None:
-            _name_route(instance, ws.arg(args, kwargs, 0, "connection"),
-                        ws.arg(args, kwargs, 1, "request"))
+            _name_route(instance, patching.arg(args, kwargs, 0, "connection"),
+                        patching.arg(args, kwargs, 1, "request"))
         return response
 
 
