@@ -351,7 +351,8 @@ def get_pipeline(
                     "otel-sentry-bridge: already configured; settings passed later (%s) are "
                     "ignored: one pipeline per process", ", ".join(sorted(overrides)))
             return _PIPELINE
-        cfg = load_config(os.environ if environ is None else environ, overrides, logger.warning)
+        cfg = load_config(os.environ if environ is None else environ, overrides,
+                          lambda message: logger.warning("otel-sentry-bridge: %s", message))
         _PIPELINE = create_pipeline(cfg)
         return _PIPELINE
 

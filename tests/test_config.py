@@ -124,3 +124,19 @@ def test_envelope_folder_alone_activates() -> None:
     assert cfg.active
     cfg, _ = warnings_of({"SENTRY_BRIDGE_ENVELOPE_DIR": "/tmp/x", "SENTRY_BRIDGE_ENABLED": "0"})
     assert not cfg.active
+
+
+def test_bad_values_are_reported_under_the_bridges_name(caplog: pytest.LogCaptureFixture) -> None:
+    """The process pipeline's warnings say whose they are."""
+    from otel_sentry_bridge.pipeline import get_pipeline, reset_pipeline
+
+    previous = reset_pipeline(None)
+    try:
+        with caplog.at_level("WARNING", logger="otel_sentry_bridge"):
+            pipeline = get_pipeline(environ={"SENTRY_BRIDGE_VALIDATION_ERRORS": "loud"})
+        pipeline.shutdown(timeout=1.0)
+    finally:
+        reset_pipeline(previous)
+    (message,) = [r.getMessage() for r in caplog.records if "VALIDATION_ERRORS" in r.getMessage()]
+    assert message.startswith("otel-sentry-bridge: SENTRY_BRIDGE_VALIDATION_ERRORS='loud' is "
+                              "invalid; expected event or breadcrumb or off.")

@@ -231,3 +231,19 @@ def test_nested_capture_points_innermost_wins(sentry_bridge: BridgeCapture) -> N
     (event,) = sentry_bridge.items("event")
     assert event["contexts"]["capture"] == {"name": "payment", "step": "inner",
                                             "flow": "checkout"}
+
+
+def test_the_bridges_own_frames_are_never_in_app() -> None:
+    """From a source checkout (an editable install keeps the bridge out of site-packages) the
+    bridge's and its instrumentations' frames are still not the application's."""
+    from otel_sentry_bridge._mapping.frames import path_frame
+
+    own = path_frame("/src/repo/otel_sentry_bridge/middleware.py", 10, "__call__")
+    assert own["in_app"] is False
+    assert own["module"] == "otel_sentry_bridge.middleware"
+    instr = path_frame(
+        "/src/repo/instrumentation/otel_sentry_bridge_instrumentation/websockets/_server.py",
+        5, "handshake")
+    assert instr["in_app"] is False
+    assert instr["module"] == "otel_sentry_bridge_instrumentation.websockets._server"
+    assert path_frame("/src/app/shop/views.py", 3, "index")["in_app"] is True

@@ -539,3 +539,22 @@ def test_websocket_connection_without_the_bridge_instrumentor_is_named_ws() -> N
         pass
     event = build(f)
     assert (event["transaction"], event["transaction_info"]) == ("WS /ws/7", {"source": "url"})
+
+
+def test_client_ip_headers_and_baggage_are_filtered_without_pii() -> None:
+    """Headers a framework's instrumentation captured: CDN client-IP headers and baggage
+    (which may carry user ids) only with PII."""
+    headers = {"http.request.header.cf-connecting-ip": ("203.0.113.9",),
+               "http.request.header.true-client-ip": ("203.0.113.9",),
+               "http.request.header.baggage": ("user.id=42",),
+               "http.request.header.accept": ("text/html",)}
+    f = SpanFactory()
+    with f.span("GET /x", SpanKind.SERVER, {**SERVER["new"], **headers}):
+        pass
+    sent = build(f)["request"]["headers"]
+    assert sent["Accept"] == "text/html"
+    assert "203.0.113.9" not in str(sent) and "user.id=42" not in str(sent)
+    f = SpanFactory()
+    with f.span("GET /x", SpanKind.SERVER, {**SERVER["new"], **headers}):
+        pass
+    assert build(f, MappingContext(send_pii=True))["request"]["headers"]["Baggage"] == "user.id=42"

@@ -26,6 +26,8 @@ _CHAIN = {
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 #: Paths that are not the application's own code.
 _NOT_APP = ("site-packages", "dist-packages")
+#: The bridge's own packages (an editable install keeps them outside site-packages).
+_OWN_PACKAGES = ("otel_sentry_bridge", "otel_sentry_bridge_instrumentation")
 _STDLIB = tuple(
     path for path in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")}
     if path
@@ -43,6 +45,16 @@ def path_frame(path: str, line: int | None, function: str | None) -> dict[str, A
         frame["lineno"] = line
     frame["function"] = function or "<module>"
     marker = next((m for m in _NOT_APP if f"/{m}/" in path), None)
+    if marker is None:  # the bridge itself, even from a source checkout: never the app's code
+        own = next((m for m in _OWN_PACKAGES if f"/{m}/" in path), None)
+        if own is not None:
+            path_inside = path.split(f"/{own}/", 1)[1]
+            frame["filename"] = f"{own}/{path_inside}"
+            if path_inside.endswith(".py"):
+                frame["module"] = (f"{own}." + path_inside[:-3].replace("/", ".")
+                                   ).removesuffix(".__init__")
+            frame["in_app"] = False
+            return frame
     if marker is not None:
         relative = path.split(f"/{marker}/", 1)[1]
         frame["filename"] = relative

@@ -28,6 +28,8 @@ _SAFE_KEYS = frozenset({"http.request.header.authorization.present"})
 SENSITIVE_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
     "x-forwarded-for", "x-real-ip", "forwarded", "x-csrftoken", "x-csrf-token", "x-xsrf-token",
+    "true-client-ip", "cf-connecting-ip", "x-client-ip", "x-cluster-client-ip",
+    "fastly-client-ip", "baggage",
 })
 
 _secret_memo: dict[str, bool] = {}
