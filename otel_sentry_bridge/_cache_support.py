@@ -89,19 +89,24 @@ def key_text(key: Any, label: str | None = None) -> str:
         return _clip(key, _MAX_KEY_CHARS)
     if isinstance(key, (bytes, bytearray)):
         return _clip(bytes(key).decode("utf-8", "replace"), _MAX_KEY_CHARS)
-    if type(key) is not tuple or label is None:
+    if not isinstance(key, tuple) or label is None:  # cachetools < 8: a tuple subclass
         return _clip(_item(key), _MAX_KEY_CHARS)
     parts: list[str] = []
-    keywords = False
+    named: list[Any] | None = None  # what follows the keyword marker
     for part in key:
         if _is_kwmark(part):
-            keywords = True
+            named = []
         elif isinstance(part, type):
             continue  # typedkey's argument types
-        elif keywords and type(part) is tuple and len(part) == 2 and isinstance(part[0], str):
-            parts.append(f"{part[0]}={_item(part[1], 1)}")
+        elif named is not None:
+            named.append(part)
         else:
             parts.append(_item(part, 1))
+    pairs = named or []
+    if not all(type(p) is tuple and len(p) == 2 for p in pairs):  # cachetools < 5.3: flat
+        pairs = list(zip(pairs[0::2], pairs[1::2], strict=False))
+    parts += [f"{p[0]}={_item(p[1], 1)}" if isinstance(p[0], str) else _item(p, 1)
+              for p in pairs]
     return _clip(f"{label}({', '.join(parts)})", _MAX_KEY_CHARS)
 
 

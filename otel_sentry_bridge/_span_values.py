@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
@@ -112,11 +111,16 @@ def clean_measurements(measurements: MeasurementInput | None) -> list[tuple[str,
         return out
     for name, spec in items:
         value, unit = spec if isinstance(spec, tuple) and len(spec) == 2 else (spec, "")
-        if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
-            warn_once(f"custom_spans.measurement.{name}",
+        number: float | None = None
+        if not isinstance(value, bool) and isinstance(value, (numbers.Real, decimal.Decimal)):
+            try:
+                number = value if type(value) in (int, float) else float(value)
+            except (ValueError, TypeError, OverflowError):  # Decimal("sNaN"), a broken Real
+                number = None
+        if number is None:  # one warning in all (names may be made at run time)
+            warn_once("custom_spans.measurement",
                       "custom span: measurement %r is not a number; left out", name)
             continue
-        number = value if type(value) in (int, float) else float(value)
         out.append((text(name) or "", number, (text(unit) or "") if unit else ""))
     return out
 
@@ -194,4 +198,4 @@ def cache_result(span: Span, result: Any) -> None:
 def cache_context(span: Span, ctx: Context) -> Context:
     """As ``caching.CacheOperation``: a cache client instrumentation called inside reports to
     this span (``caching.active_cache_span``) instead of counting the same lookup twice."""
-    return otel_context.set_value(caching._ACTIVE_KEY, span, ctx)
+    return caching.mark_cache_span(span, ctx)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
@@ -47,6 +48,8 @@ __all__ = [
     "item_size",
     "key_text",
     "mapping_ttl",
+    "mark_cache_span",
+    "report_cache_server",
     "start_cache_span",
     "total_size",
 ]
@@ -74,34 +77,66 @@ def in_process(mapping: Any) -> bool:
 _BUDGET: Final = SpanBudget()
 
 
-def active_cache_span() -> Span | None:
-    """The cache span whose backend call is running, if any.
+def mark_cache_span(span: Span, ctx: Context | None = None) -> Context:
+    """``ctx`` (default: the current context) with ``span`` current and marked as a cache
+    operation whose backend call runs inside it (see :func:`active_cache_span`)."""
+    return context.set_value(_ACTIVE_KEY, span, trace.set_span_in_context(span, ctx))
+
+
+def active_cache_span(command: Span | None = None) -> Span | None:
+    """The cache span (see :func:`mark_cache_span`) whose backend call is running: the current
+    span, or the parent of ``command``, the client's span of the call when it has one.
 
     A cache client called by a higher-level cache (a memcached client under a cache API)
     reports to that span instead of adding a cache span of its own, so one lookup counts
-    once on the Caches page.
+    once on the Caches page. A call made by code in another span below the cache span (a
+    render step under a ``cache_span``) is a lookup of its own: ``None``.
     """
-    span = context.get_value(_ACTIVE_KEY)
-    return span if isinstance(span, Span) else None
+    marked = context.get_value(_ACTIVE_KEY)
+    if not isinstance(marked, Span):
+        return None
+    if command is None:
+        return marked if trace.get_current_span() is marked else None
+    parent = getattr(command, "parent", None)  # an SDK span's parent SpanContext
+    if command is marked or getattr(parent, "span_id", None) == marked.get_span_context().span_id:
+        return marked
+    return None
+
+
+def report_cache_server(outer: Span, host: Any, port: Any) -> None:
+    """The server of a cache operation's backend call (``host``, ``port``) on that operation,
+    unless it has one already."""
+    if not outer.is_recording() or Attr.NETWORK_PEER_ADDRESS[0] in (
+            getattr(outer, "attributes", None) or {}):
+        return
+    if isinstance(host, str) and host:
+        outer.set_attribute(Attr.NETWORK_PEER_ADDRESS[0], host)
+        outer.set_attribute(Attr.PEER_NAME[0], host)
+    if isinstance(port, int) and not isinstance(port, bool):
+        outer.set_attribute(Attr.NETWORK_PEER_PORT[0], port)
+        outer.set_attribute(Attr.PEER_PORT[0], port)
 
 
 class CacheOperation:
     """One started cache span: ``with operation: ...`` runs the cache call inside it (current
     unless ``current=False``, so a remote backend's own spans become its children), records an
-    exception that escapes, and ends the span. Record the outcome with :meth:`hit` or
-    :meth:`written`."""
+    exception that escapes (an ``Exception``: not a cancellation or ``KeyboardInterrupt``), and
+    ends the span. Record the outcome with :meth:`hit` or :meth:`written`."""
 
-    __slots__ = ("_settled", "_token", "span")
+    __slots__ = ("_current", "_settled", "_token", "span")
 
     def __init__(self, span: Span, current: bool = True) -> None:
         self.span = span
+        self._current = current
         self._settled = False
         self._token: object | None = None
-        if current:
-            ctx = context.set_value(_ACTIVE_KEY, span, trace.set_span_in_context(span))
-            self._token = context.attach(ctx)
 
     def __enter__(self) -> CacheOperation:
+        if self._current and self._token is None:
+            try:
+                self._token = context.attach(mark_cache_span(self.span))
+            except Exception as exc:
+                log_internal_error("cache_span.enter", exc)
         return self
 
     def hit(self, found: bool, size: int | None = None) -> None:
@@ -133,7 +168,8 @@ class CacheOperation:
             failed(self.span, exc)
         try:
             if self._token is not None:
-                context.detach(cast(Any, self._token))
+                token, self._token = self._token, None
+                context.detach(cast(Any, token))
         finally:
             try:
                 self.span.end()
@@ -142,7 +178,10 @@ class CacheOperation:
 
 
 def failed(span: Span, exc: BaseException) -> None:
-    """Record an exception that escaped a cache call on its span (status error)."""
+    """Record an exception that escaped a cache call on its span (status error); a
+    cancellation, ``KeyboardInterrupt`` or ``SystemExit`` is no error of the cache."""
+    if not isinstance(exc, Exception):
+        return
     try:
         message = f"{type(exc).__name__}: {exc}"
     except Exception:  # an exception whose __str__ fails: the SDK could not record it either
@@ -175,13 +214,13 @@ def start_cache_span(
     :func:`key_text` only when the span records; ``parent``: the current span, when the caller
     has it already."""
     try:
-        # Cheapest first: off traces the recording check is the answer; then the trace's budget
-        # (a loop past it stays cheap); the suppression flag last.
+        # Cheapest first: off traces the recording check is the answer; the budget last, so
+        # that only spans really made spend it.
         if parent is None:
             parent = trace.get_current_span()
-        if not parent.is_recording():
+        if not parent.is_recording() or not is_instrumentation_enabled():
             return None
-        if not _BUDGET.take(parent.get_span_context().trace_id) or not is_instrumentation_enabled():
+        if not _BUDGET.take(parent.get_span_context().trace_id):
             return None
         texts = [key_text(k, label) for k in keys[:_MAX_KEYS]]
         attrs: dict[str, Any] = {

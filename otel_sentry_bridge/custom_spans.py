@@ -249,13 +249,7 @@ class CustomSpan:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
         active = _ACTIVE.get()
-        if active and active[-1][0] is self:  # the innermost: the usual case
-            _ACTIVE.set(active[:-1])
-            run = active[-1][1]
-            if run is not None:
-                finish(run, exc)
-            return False
-        for index in range(len(active) - 1, -1, -1):
+        for index in range(len(active) - 1, -1, -1):  # the innermost of this object's runs
             if active[index][0] is self:
                 run = active[index][1]
                 _ACTIVE.set(active[:index] + active[index + 1:])

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from ._internal_errors import handle_internal_errors, logger
-from .caching import active_cache_span
+from .caching import active_cache_span, report_cache_server
 from .conventions import REDIS_CACHE_GET, REDIS_CACHE_PUT, REDIS_CACHE_REMOVE, Attr
 
 _CACHE_COMMANDS = REDIS_CACHE_GET | REDIS_CACHE_PUT | REDIS_CACHE_REMOVE
@@ -70,9 +70,12 @@ def redis_request_hook(span: Span, instance: Any, args: Any, kwargs: Any) -> Non
         command = _text(args[0]).upper()
         if command not in _CACHE_COMMANDS:
             return
-        outer = active_cache_span()
+        outer = active_cache_span(span)
         if outer is not None:  # a cache API's backend call (Flask-Caching on redis): count once
-            _report_server(outer, span)
+            found = getattr(span, "attributes", None) or {}
+            host = next((found[k] for k in Attr.PEER_NAME if k in found), None)
+            port = next((found[k] for k in Attr.PEER_PORT if k in found), None)
+            report_cache_server(outer, host, port)
             return
         keys, size = cache_keys(command, tuple(args))
         if not keys:
@@ -81,24 +84,6 @@ def redis_request_hook(span: Span, instance: Any, args: Any, kwargs: Any) -> Non
         span.set_attribute(_COMMAND_ATTR, command)
         if size is not None:
             span.set_attribute(Attr.CACHE_ITEM_SIZE, size)
-
-
-def _report_server(outer: Span, span: Span) -> None:
-    """The redis server of a higher-level cache operation's backend call, on that operation."""
-    if not outer.is_recording():
-        return
-    present = getattr(outer, "attributes", None) or {}
-    if Attr.NETWORK_PEER_ADDRESS[0] in present:
-        return
-    attributes = getattr(span, "attributes", None) or {}
-    host = next((attributes[k] for k in Attr.PEER_NAME if k in attributes), None)
-    port = next((attributes[k] for k in Attr.PEER_PORT if k in attributes), None)
-    if isinstance(host, str) and host:
-        outer.set_attribute(Attr.NETWORK_PEER_ADDRESS[0], host)
-        outer.set_attribute(Attr.PEER_NAME[0], host)
-    if isinstance(port, int) and not isinstance(port, bool):
-        outer.set_attribute(Attr.NETWORK_PEER_PORT[0], port)
-        outer.set_attribute(Attr.PEER_PORT[0], port)
 
 
 def redis_response_hook(span: Span, instance: Any, response: Any) -> None:

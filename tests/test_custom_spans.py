@@ -9,6 +9,7 @@ import asyncio
 import decimal
 import enum
 import inspect
+import logging
 from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from opentelemetry.trace import INVALID_SPAN, NoOpTracerProvider, SpanKind
 from sentry_receiver import validate_event
 
 from otel_sentry_bridge import (
+    _internal_errors,
     cache_span,
     caching,
     deserialize_span,
@@ -496,6 +498,30 @@ def test_odd_attribute_and_measurement_values_never_raise(bridge: BridgeCapture)
     assert odd["mixed"] == ("1", "a") and odd["ints"] == (1, 2) and odd["numbers"] == (1.0, 2.5)
     assert odd["nested"] == ("[1]", "{2}") and odd["set"] == ("only",)
     assert "3.5" in {s["description"] for s in txn["spans"]}
+
+
+class Unreadable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text either")
+
+
+def test_bad_measurements_are_left_out_one_by_one_and_said_once(
+    bridge: BridgeCapture, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value ``float()`` refuses costs only itself; names made at run time (``item.<id>``)
+    do not use up the bridge's warnings: later, other warnings are still logged."""
+    monkeypatch.setattr(_internal_errors, "_WARNED", set())
+    provider = bridge.tracer_provider
+    bad: dict[str, Any] = {f"item.{n}": "not a number" for n in range(300)}
+    with caplog.at_level(logging.WARNING, logger="otel_sentry_bridge"), \
+            span(ROOT, tracer_provider=provider):
+        with span("weigh", tracer_provider=provider,
+                  measurements={"nan": decimal.Decimal("sNaN"), **bad, "weight": 2}):
+            pass
+        with span("other", attributes={"value": Unreadable()}, tracer_provider=provider):
+            pass
+    assert transaction(bridge)["measurements"] == {"weight": {"value": 2.0, "unit": "none"}}
+    assert any("Unreadable" in record.getMessage() for record in caplog.records)
 
 
 def test_not_a_function_is_left_undecorated() -> None:

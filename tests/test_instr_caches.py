@@ -20,14 +20,16 @@ import flask_caching
 import pytest
 from flask import Flask
 from flask_caching.backends.simplecache import SimpleCache
+from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from otel_sentry_bridge_instrumentation.cachetools import CachetoolsInstrumentor
 from otel_sentry_bridge_instrumentation.flask_caching import FlaskCachingInstrumentor
 from sentry_receiver import validate_event
 from wrapt import BaseObjectProxy
 
 from otel_sentry_bridge import cached
-from otel_sentry_bridge.caching import BoundedCache, item_size, key_text
+from otel_sentry_bridge.caching import BoundedCache, item_size, key_text, start_cache_span
 from otel_sentry_bridge.conventions import Attr, Op
 from otel_sentry_bridge.testing import BridgeCapture
 
@@ -99,6 +101,18 @@ def test_key_text_and_item_size() -> None:
     assert len(key_text(("x" * 1000,), "f")) < 100
     assert item_size(b"abc") == 3 and item_size("h\u00e9") == 3 and item_size("ab") == 2
     assert item_size({"a": 1}) is None and item_size(12) is None
+
+
+class _HashedTuple(tuple[Any, ...]):
+    """cachetools 5 to 7 made their keys instances of this tuple subclass (8: plain tuples)."""
+
+
+def test_key_text_of_older_cachetools_keys() -> None:
+    key = _HashedTuple((1, _HashedTuple, ("lang", "en")))  # hashkey(1, lang="en") before 8.0
+    assert key_text(key, "f") == "f(1, lang='en')"
+    assert key_text(_HashedTuple((2,)), "get_user") == "get_user(2)"
+    flat = _HashedTuple((1, _HashedTuple, "lang", "en", "n", 2))  # before 5.3: flat pairs
+    assert key_text(flat, "f") == "f(1, lang='en', n=2)"
 
 
 def test_bounded_cache_is_lru_with_ttl() -> None:
@@ -506,3 +520,96 @@ def test_flask_caching_on_redis_counts_once(flask_caching_on: BridgeCapture) -> 
     assert len(redis_spans) == 4
     by_id = {s["span_id"]: s for s in spans}
     assert all(s["parent_span_id"] in by_id for s in redis_spans)
+
+
+def test_redis_command_in_another_span_under_a_cache_span_counts_itself(
+    capture: BridgeCapture,
+) -> None:
+    """Only the command right under a cache span is its backend call (no cache span of its
+    own); a lookup made by code in a child span (a render step) is a cache lookup itself."""
+    import redis
+    from conftest import require_service
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    from otel_sentry_bridge import cache_span, redis_request_hook, redis_response_hook, span
+
+    require_service("127.0.0.1", 6379, "Redis")
+    provider = capture.tracer_provider
+    RedisInstrumentor().instrument(tracer_provider=provider, request_hook=redis_request_hook,
+                                   response_hook=redis_response_hook)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=6379)
+
+        def work() -> None:
+            with cache_span("cs-test:page", op=Op.CACHE_PUT, tracer_provider=provider):
+                with span("render", tracer_provider=provider):
+                    client.get("cs-test:menu")
+                client.set("cs-test:page", b"<p>", ex=5)
+
+        txn = traced(capture, work)
+        client.close()
+    finally:
+        RedisInstrumentor().uninstrument()
+    assert [(s["op"], s["description"]) for s in cache_spans(txn)] == [
+        (Op.CACHE_PUT, "cs-test:page"), (Op.CACHE_GET, "cs-test:menu")]
+    put, menu = cache_spans(txn)
+    assert put["data"]["network.peer.port"] == 6379 and menu["data"][Attr.CACHE_HIT] is False
+
+
+def test_start_cache_span_contract() -> None:
+    """The span is current only inside ``with``; a cancelled or interrupted cache call ends its
+    span without an error event; lookups made with instrumentation suppressed do not spend
+    the trace's span budget."""
+    capture = BridgeCapture(cache_span_limit=2)
+    tracer = capture.tracer_provider.get_tracer("test")
+
+    async def cancelled() -> None:
+        operation = start_cache_span(tracer, Op.CACHE_GET, ("slow",))
+        assert operation is not None
+        with operation:
+            await asyncio.sleep(10)
+
+    async def cancel() -> None:
+        job = asyncio.ensure_future(cancelled())
+        await asyncio.sleep(0)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    try:
+        with tracer.start_as_current_span("job") as root:
+            with suppress_instrumentation():
+                assert [start_cache_span(tracer, Op.CACHE_GET, ("k",)) for _ in range(3)] == [
+                    None] * 3
+            operation = start_cache_span(tracer, Op.CACHE_GET, ("k",))
+            assert operation is not None and trace.get_current_span() is root
+            with operation:
+                assert trace.get_current_span() is operation.span
+                operation.hit(True)
+            assert trace.get_current_span() is root
+            asyncio.run(cancel())
+        (txn,) = capture.transactions()
+        assert capture.items("event") == []
+    finally:
+        capture.close()
+    assert validate_event(txn, kind="transaction") == []
+    assert [s["description"] for s in cache_spans(txn)] == ["k", "slow"]
+
+
+def test_cachetools_before_5_3_without_func_cached(capture: BridgeCapture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """cachetools 5.0 to 5.2: ``cachetools.func`` has its own decorators (no ``cached``);
+    ``cached`` and ``cachedmethod`` are still traced."""
+    monkeypatch.delattr(cachetools.func, "cached")
+    instrumentor = CachetoolsInstrumentor()
+    instrumentor.instrument(tracer_provider=capture.tracer_provider)
+    try:
+        @cachetools.cached(cachetools.LRUCache(4))
+        def double(n: int) -> int:
+            return 2 * n
+
+        txn = traced(capture, lambda: (double(1), double(1)))
+    finally:
+        instrumentor.uninstrument()
+    assert ops_hits(txn) == [(Op.CACHE_GET, False), (Op.CACHE_PUT, None), (Op.CACHE_GET, True)]
+    assert not isinstance(cachetools.cached, BaseObjectProxy)

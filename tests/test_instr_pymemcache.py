@@ -31,7 +31,8 @@ from pymemcache.client.base import Client, PooledClient
 from sentry_receiver import SentryReceiver, validate_event
 from wrapt import BaseObjectProxy
 
-from otel_sentry_bridge import cached
+from otel_sentry_bridge import cache_span, cached
+from otel_sentry_bridge import span as custom_span
 from otel_sentry_bridge.conventions import Attr, Op
 from otel_sentry_bridge.testing import BridgeCapture
 
@@ -258,6 +259,37 @@ def test_under_a_higher_level_cache_counts_once(name: str, prefix: str) -> None:
         assert sorted(c["parent_span_id"] for c in children) == sorted(
             s["span_id"] for s in caches)
         assert all(Attr.CACHE_KEY not in c["data"] for c in children)
+
+
+@pytest.mark.parametrize("name", ["bridge-only", "otel-then-bridge"])
+def test_only_the_cache_spans_own_backend_call_reports_to_it(name: str, prefix: str) -> None:
+    """Under a cache span, a command run inside another span (a render step) is a lookup of
+    its own, counted as such; the command right under the cache span reports to it."""
+    capture = BridgeCapture()
+    applied = instrument(name, capture)
+    provider = capture.tracer_provider
+    try:
+        client = Client((HOST, PORT))
+
+        def work() -> None:
+            with cache_span(prefix + "page", op=Op.CACHE_PUT, tracer_provider=provider):
+                with custom_span("render", tracer_provider=provider):
+                    assert client.get(prefix + "menu") is None
+                client.set(prefix + "page", b"<p>", noreply=False)
+
+        txn = traced(capture, work)
+        client.close()
+    finally:
+        for instrumentor in reversed(applied):
+            instrumentor.uninstrument()
+        capture.close()
+    caches = by_time(txn, CACHE_OPS)
+    assert [(s["op"], s["description"], s["data"].get(Attr.CACHE_HIT)) for s in caches] == [
+        (Op.CACHE_PUT, prefix + "page", None), (Op.CACHE_GET, prefix + "menu", False)]
+    put, menu = caches
+    (render,) = [s for s in txn["spans"] if s["description"] == "render"]
+    assert menu["parent_span_id"] == render["span_id"]
+    assert put["data"]["network.peer.port"] == menu["data"]["network.peer.port"] == PORT
 
 
 def test_uninstrument_restores() -> None:

@@ -192,9 +192,10 @@ class CachetoolsInstrumentor(BridgeInstrumentor):
     def _patch(self, **kwargs: Any) -> None:
         tracer = self.tracer(**kwargs)
         _Switch.on = True
-        # cachetools.func holds its own reference to ``cached`` (imported above, so it is
-        # still the original function here).
-        wrap_function_wrapper(cachetools.func, "cached", _wrap_decorator(tracer, False))
+        # cachetools.func (5.3 and later; before, it has decorators of its own, not traced)
+        # holds its own reference to ``cached`` (imported above: still the original here).
+        if hasattr(cachetools.func, "cached"):
+            wrap_function_wrapper(cachetools.func, "cached", _wrap_decorator(tracer, False))
         wrap_function_wrapper(cachetools, "cached", _wrap_decorator(tracer, False))
         wrap_function_wrapper(cachetools, "cachedmethod", _wrap_decorator(tracer, True))
 

@@ -12,10 +12,10 @@ which the two instrumentations were applied does not matter:
   for the cache commands (``get``, ``gets``, the stores, ``delete``), inside a recording span.
 
 The bridge then adds a ``cache.get`` / ``cache.put`` / ``cache.remove`` parent to the
-``db.memcached`` span, as for redis (keys filtered by ``SENTRY_BRIDGE_CACHE_PREFIXES``). Called
-by a higher-level cache whose span is running (Flask-Caching, ``otel_sentry_bridge.cached``
-over a memcached mapping), the command adds its server address to that span and no cache data
-of its own, so one lookup is counted once.
+``db.memcached`` span, as for redis (keys filtered by ``SENTRY_BRIDGE_CACHE_PREFIXES``). Run
+right under a higher-level cache's span (Flask-Caching, ``otel_sentry_bridge.cached`` over a
+memcached mapping: ``caching.active_cache_span``), the command adds its server address to that
+span and no cache data of its own, so one lookup is counted once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from opentelemetry.trace import Span, SpanKind
 from wrapt import wrap_function_wrapper
 
 from otel_sentry_bridge._internal_errors import log_internal_error
-from otel_sentry_bridge.caching import active_cache_span, failed, key_text, total_size
+from otel_sentry_bridge.caching import (
+    active_cache_span,
+    failed,
+    key_text,
+    report_cache_server,
+    total_size,
+)
 from otel_sentry_bridge.conventions import (
     MEMCACHED_CACHE_GET,
     MEMCACHED_CACHE_PUT,
@@ -85,20 +91,6 @@ def _server(instance: Any) -> tuple[str | None, int | None]:
     return None, None
 
 
-def _report_to_outer(outer: Span, instance: Any) -> None:
-    """The server of a higher-level cache operation's backend call, on that operation."""
-    present = getattr(outer, "attributes", None) or {}
-    if "network.peer.address" in present:
-        return
-    host, port = _server(instance)
-    if host is not None:
-        outer.set_attribute(Attr.NETWORK_PEER_ADDRESS[0], host)
-        outer.set_attribute(Attr.PEER_NAME[0], host)
-    if port is not None:
-        outer.set_attribute(Attr.NETWORK_PEER_PORT[0], port)
-        outer.set_attribute(Attr.PEER_PORT[0], port)
-
-
 def _is_otel_command(span: Span) -> bool:
     scope = getattr(span, "instrumentation_scope", None)
     return getattr(scope, "name", None) == OTEL_SCOPE
@@ -107,12 +99,12 @@ def _is_otel_command(span: Span) -> bool:
 def _begin(tracer: trace.Tracer, instance: Any, command: str, keys: Collection[Any],
            ttl: Any) -> _Call | None:
     """Annotate OpenTelemetry's span of this command, or start one; ``None``: not traced."""
-    outer = active_cache_span()
-    if outer is not None:
-        if outer.is_recording():
-            _report_to_outer(outer, instance)
-        return None
     current = trace.get_current_span()
+    otel = _is_otel_command(current)
+    outer = active_cache_span(current if otel else None)
+    if outer is not None:
+        report_cache_server(outer, *_server(instance))
+        return None
     if not current.is_recording():
         return None
     texts = [key_text(key) for key in list(keys)[:_MAX_KEYS]]
@@ -121,7 +113,7 @@ def _begin(tracer: trace.Tracer, instance: Any, command: str, keys: Collection[A
     attrs: dict[str, Any] = {Attr.CACHE_OPERATION: command, Attr.CACHE_KEY: texts}
     if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
         attrs[Attr.CACHE_TTL] = ttl
-    if _is_otel_command(current):
+    if otel:
         if Attr.CACHE_OPERATION in (getattr(current, "attributes", None) or {}):
             return None  # annotated already (a nested command)
         current.set_attributes(attrs)
