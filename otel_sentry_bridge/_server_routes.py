@@ -119,6 +119,12 @@ def starlette_route(scope: Mapping[str, Any], root_path: str, route_path: str) -
     return prefix + "/{path}" if mounted else prefix + path
 
 
+def starlette_mount_matched(scope: Mapping[str, Any]) -> bool:
+    """Whether Starlette's last matched route is a ``Mount`` (an app without routes, or no
+    route matched inside it), not a route inside it."""
+    return hasattr(scope.get("route"), "routes")
+
+
 def _mount_templates(router: object, path: str, concrete: int) -> str | None:
     """The path templates of the mounts that took the first ``concrete`` characters of
     ``path`` (what Starlette's router does, for mounts only), or ``None``."""

@@ -210,20 +210,22 @@ class ServerMiddleware:
         return None
 
     def _name(self, exchange: Exchange, span: Span) -> None:
-        """``http.route`` (and the span's name) when the span has none; else the path with its
+        """``http.route`` (and the span's name) when the span has none, or when the one it has
+        is only the prefix of a mount the request went through; else the path with its
         identifiers replaced, as ``sentry.transaction.name`` with source ``url``, when that
         differs from the path."""
         if exchange.named:
             return
         exchange.named = True
-        if routes.span_route(span):
-            return
         request = exchange.request
-        route = self._route(exchange)
+        existing = routes.span_route(span)
+        route = self._mounted_route(exchange, existing) if existing else self._route(exchange)
         if route:
             span.set_attribute(http_attributes.HTTP_ROUTE, route)
             span.update_name(f"{'HTTP' if request.method == '_OTHER' else request.method} "
                              f"{route}")
+            return
+        if existing:
             return
         template = req.path_template(request.path)
         if template != request.path:
@@ -249,6 +251,24 @@ class ServerMiddleware:
 
     def _detect_route(self, exchange: Exchange) -> str | None:
         raise NotImplementedError
+
+    def _mounted_route(self, exchange: Exchange, existing: str) -> str | None:
+        """The framework's route of a request that went through a mount, when the span's
+        ``http.route`` (``existing``) is only that mount's prefix: OpenTelemetry's Starlette
+        and FastAPI instrumentations match the outer router only (``/api/v2`` for
+        ``/api/v2/items/{item_id}``). ``None`` keeps ``existing``: no route found, a route
+        ending in a mounted app without routes, or one that ``existing`` does not prefix (the
+        framework knows better). The ``route_resolver`` is not asked."""
+        route = self._detect_inner_route(exchange)
+        if route is None or existing.endswith("/") or \
+                not route.startswith(existing + "/") or len(route) > MAX_ROUTE:
+            return None
+        return route
+
+    def _detect_inner_route(self, exchange: Exchange) -> str | None:
+        """The framework's route when it is a route inside the innermost mount (not a mount
+        itself); ``None`` when the framework has no mounts."""
+        return None
 
     # ------------------------------------------------------------------ the request ends
 

@@ -6,7 +6,9 @@ Per request (ASGI: ``http`` scopes; ``websocket`` and ``lifespan`` pass through 
 
 * **A server span of this request is current** (OpenTelemetry's WSGI/ASGI middleware, or a
   framework's instrumentation, runs outside): no second span. That span is enriched: the route
-  when it has none, the request headers. Its owner records errors and ends it.
+  when it has none (or only the path of the mount the request went through: OpenTelemetry's
+  Starlette and FastAPI instrumentations match the outer router only), the request headers.
+  Its owner records errors and ends it.
 * **OpenTelemetry instruments the wrapped app itself** (Flask, Starlette or FastAPI
   instrumented by OpenTelemetry, one of OpenTelemetry's middlewares inside): no span either;
   the framework's span, found when the response starts, is enriched the same way.
@@ -274,6 +276,11 @@ class SentryBridgeASGIMiddleware(ServerMiddleware):
     def _detect_route(self, exchange: Exchange) -> str | None:
         return routes.starlette_route(exchange.carrier, exchange.root_path,
                                       exchange.request.route_path)
+
+    def _detect_inner_route(self, exchange: Exchange) -> str | None:
+        if routes.starlette_mount_matched(exchange.carrier):
+            return None
+        return self._detect_route(exchange)
 
 
 def _server_context(exchange: Exchange) -> context.Context | None:

@@ -411,3 +411,71 @@ def test_fastapi_with_the_middleware_added(cap: Capture, instrumented: bool) -> 
     assert len(cap.server_spans()) == 2
     (event,) = cap.events()
     assert event["contexts"]["trace"]["trace_id"] == fail_txn["contexts"]["trace"]["trace_id"]
+
+
+@pytest.mark.parametrize("mount", ["fastapi", "starlette"])
+def test_fastapi_instrumented_mount_gets_the_full_route(cap: Capture, mount: str) -> None:
+    """OpenTelemetry's FastAPI instrumentation matches only the outer router: a request into
+    a mounted app gets ``http.route`` ``/api/v2`` (the mount). The middleware, inside its span,
+    knows the route inside the mount and replaces that prefix with the full template; a route
+    that is not a prefix of it, or a mount whose app has no routes, keeps the framework's."""
+    fastapi = pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = fastapi.FastAPI()
+    if mount == "fastapi":
+        api = fastapi.FastAPI()
+
+        @api.get("/items/{item_id}")
+        async def read_item(item_id: int) -> dict[str, int]:
+            return {"item_id": item_id}
+
+        app.mount("/api/v2", api)
+        prefix, full = "/api/v2", "/api/v2/items/{item_id}"
+    else:
+        app.router.routes.append(Mount("/api/{version}", routes=[Route("/items/{item_id}", item)]))
+        prefix, full = "/api/{version}", "/api/{version}/items/{item_id}"
+    app.mount("/static", bare_app)
+
+    @app.get("/orders/{order_id}")
+    async def read_order(order_id: int) -> dict[str, int]:
+        return {"order_id": order_id}
+
+    def hook(span: Any, scope: dict[str, Any]) -> None:
+        if scope["path"] == "/api/v2/items/8":  # a prefix of the string, not of the path
+            span.set_attribute("http.route", prefix[:-1])
+
+    app.add_middleware(SentryBridgeASGIMiddleware, tracer_provider=cap.provider)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=cap.provider,
+                                       server_request_hook=hook)
+
+    async def run() -> list[tuple[str, int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
+            paths = ["/api/v2/items/7", "/api/v2/items/8", "/api/v2/nowhere/9",
+                     "/static/css/site.css", "/orders/3"]
+            return [(p, (await client.get(p)).status_code) for p in paths]
+
+    try:
+        statuses = asyncio.run(run())
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    assert [s for _, s in statuses] == [200, 200, 404, 200, 200]
+    names = [(t["transaction"], t["transaction_info"]["source"]) for t in cap.transactions()]
+    assert names == [
+        (f"GET {full}", Source.ROUTE),
+        # a route the framework set that does not prefix the route in the mount: kept
+        (f"GET {prefix[:-1]}", Source.ROUTE),
+        # nothing matched inside the mount: the framework's route stays
+        (f"GET {prefix}", Source.ROUTE),
+        # a mounted app without routes: nothing more specific than the framework's route
+        ("GET /static", Source.ROUTE),
+        ("GET /orders/{order_id}", Source.ROUTE)]
+    spans = cap.server_spans()
+    assert [s.name for s in spans] == [
+        f"GET {full}", f"GET {prefix}", f"GET {prefix}", "GET /static", "GET /orders/{order_id}"]
+    assert [(s.attributes or {}).get("http.route") for s in spans] == [
+        full, prefix[:-1], prefix, "/static", "/orders/{order_id}"]
+    assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+        "opentelemetry.instrumentation.fastapi"}
