@@ -28,6 +28,7 @@ from opentelemetry.instrumentation.pymemcache import (
 )
 from otel_sentry_bridge_instrumentation.pymemcache import PymemcacheInstrumentor
 from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
 from sentry_receiver import SentryReceiver, validate_event
 from wrapt import BaseObjectProxy
 
@@ -202,6 +203,70 @@ def test_errors_propagate(name: str) -> None:
     failed, tolerated = by_time(txn, (Op.CACHE_GET,))
     assert failed["status"] != "ok" and Attr.CACHE_HIT not in failed["data"]
     assert tolerated["data"][Attr.CACHE_HIT] is False
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_swallowed_failures_make_no_issue(name: str, prefix: str) -> None:
+    """``HashClient(ignore_exc=True)`` over a ring with a dead node (and a
+    ``PooledClient(ignore_exc=True)``'s reads) answers the failed command with a default:
+    the span keeps its error status, a failed write says ``cache.write`` false, a failed
+    read is a miss, and no error event is sent. Without ``ignore_exc`` the exception
+    reaches the app and its event stays."""
+    dead = _dead_port()
+    capture = BridgeCapture()
+    applied = instrument(name, capture)
+    try:
+        ring = HashClient([(HOST, PORT), (HOST, dead)], ignore_exc=True, retry_attempts=1,
+                          retry_timeout=0, dead_timeout=60, connect_timeout=0.5,
+                          default_noreply=False)
+        reader = HashClient([(HOST, PORT), (HOST, dead)], ignore_exc=True, retry_attempts=1,
+                            retry_timeout=0, dead_timeout=60, connect_timeout=0.5)
+        strict = HashClient([(HOST, dead)], connect_timeout=0.5, retry_attempts=1)
+        pooled = PooledClient((HOST, dead), connect_timeout=0.5, ignore_exc=True)
+        keys = [f"{prefix}{i}" for i in range(24)]
+
+        def work() -> None:
+            for key in keys:
+                ring.set(key, b"v")
+            for key in keys:
+                reader.get(key)
+            assert pooled.get(keys[0]) is None and pooled.get_many(keys[:2]) == {}
+            with pytest.raises(ConnectionRefusedError):
+                strict.set("k", b"v")
+
+        txn = traced(capture, work)
+        events = capture.items("event")
+        for client in (ring, reader, strict, pooled):
+            client.close()
+    finally:
+        for instrumentor in reversed(applied):
+            instrumentor.uninstrument()
+        capture.close()
+    puts = [s for s in txn["spans"] if s["op"] == Op.CACHE_PUT]
+    gets = [s for s in txn["spans"] if s["op"] == Op.CACHE_GET]
+    live = [s for s in puts if s["data"].get(Attr.NETWORK_PEER_PORT[0]) == PORT]
+    down = [s for s in puts if s["data"].get(Attr.NETWORK_PEER_PORT[0]) == dead]
+    assert live and all(s["status"] == "ok" and s["data"][Attr.CACHE_WRITE] is True
+                        for s in live)
+    assert len(down) >= 2  # the ring's failed writes and the strict client's
+    assert all(s["status"] != "ok" and s["data"][Attr.CACHE_WRITE] is False for s in down)
+    swallowed_gets = [s for s in gets if s["data"].get(Attr.NETWORK_PEER_PORT[0]) == dead]
+    assert len(swallowed_gets) >= 2
+    assert all(s["data"][Attr.CACHE_HIT] is False for s in swallowed_gets)
+    swallowed_db = [s for s in txn["spans"] if s["op"] == Op.DB_MEMCACHED
+                    and s["data"].get(Attr.ERROR_TYPE[0]) == "ConnectionRefusedError"]
+    assert swallowed_db and all(s["status"] != "ok" for s in swallowed_db)
+    (event,) = events  # only the strict client's error, which reached the app
+    assert validate_event(event, kind="event") == []
+    (value,) = event["exception"]["values"]
+    assert value["type"] == "ConnectionRefusedError"
+    assert value["mechanism"]["handled"] is False
 
 
 class MemcachedMapping(MutableMapping[str, Any]):

@@ -16,6 +16,12 @@ The bridge then adds a ``cache.get`` / ``cache.put`` / ``cache.remove`` parent t
 right under a higher-level cache's span (Flask-Caching, ``otel_sentry_bridge.cached`` over a
 memcached mapping: ``caching.active_cache_span``), the command adds its server address to that
 span and no cache data of its own, so one lookup is counted once.
+
+A ``HashClient(ignore_exc=True)`` answers a failed command with a default (a miss, "not
+stored") and the application never sees the exception: inside its ``_safely_run_func`` /
+``_safely_run_set_many`` the cache commands' spans are made here (OpenTelemetry's, which would
+record the exception and so raise a Sentry issue, are suppressed), with an error status and
+``error.type`` but no recorded exception; the read is a miss, the write ``cache.write`` false.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from contextvars import ContextVar
 from typing import Any
 
 import pymemcache.client.base  # type: ignore[import-untyped]
+import pymemcache.client.hash  # type: ignore[import-untyped]
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.instrumentation.utils import suppress_instrumentation, unwrap
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from wrapt import wrap_function_wrapper
 
 from otel_sentry_bridge._internal_errors import log_internal_error
@@ -59,6 +66,15 @@ OTEL_SCOPE = "opentelemetry.instrumentation.pymemcache"
 _MAX_KEYS = 100
 _Client = pymemcache.client.base.Client
 _WRAPPED = ("_fetch_cmd", "_store_cmd", "_misc_cmd", "_extract_value")
+_HashClient = pymemcache.client.hash.HashClient
+_SWALLOWING_METHODS = ("_safely_run_func", "_safely_run_set_many")
+#: ``PooledClient`` reads that answer a default on any error with ``ignore_exc``.
+_POOLED_SWALLOWING = ("get", "get_many", "gets", "gets_many")
+_PooledClient = pymemcache.client.base.PooledClient
+#: Public ``Client`` methods that run a cache command (see the wire commands in conventions).
+_CACHE_METHODS = frozenset({
+    "get", "get_many", "get_multi", "gets", "gets_many", "set", "set_many", "set_multi", "add",
+    "replace", "append", "prepend", "cas", "delete", "delete_many", "delete_multi"})
 
 
 class _Call:
@@ -71,6 +87,14 @@ class _Call:
 
 
 _CURRENT: ContextVar[_Call | None] = ContextVar("otel_sentry_bridge_pymemcache", default=None)
+#: True inside a ``HashClient(ignore_exc=True)`` call that answers a failure with a default
+#: (instrumentation suppressed there by this module only, for OpenTelemetry's span).
+_SWALLOWED: ContextVar[bool] = ContextVar("otel_sentry_bridge_pymemcache_swallowed",
+                                          default=False)
+
+
+def _enabled() -> bool:
+    return is_instrumentation_enabled() or _SWALLOWED.get()
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
@@ -134,7 +158,11 @@ def _finish(call: _Call, error: BaseException | None, attrs: dict[str, Any]) -> 
         if attrs:
             call.span.set_attributes(attrs)
         if call.own:
-            if error is not None:
+            if error is not None and _SWALLOWED.get() and isinstance(error, Exception):
+                # pymemcache answers a default: a failure to see, not an issue to raise
+                call.span.set_attribute(Attr.ERROR_TYPE[0], type(error).__name__)
+                call.span.set_status(StatusCode.ERROR, type(error).__name__)
+            elif error is not None:
                 failed(call.span, error)
             call.span.end()
     except Exception as exc:
@@ -143,8 +171,12 @@ def _finish(call: _Call, error: BaseException | None, attrs: dict[str, Any]) -> 
 
 def _traced(tracer: trace.Tracer, instance: Any, command: str, keys: Collection[Any],
             ttl: Any, run: Callable[[], Any],
-            outcome: Callable[[_Call, Any], dict[str, Any]]) -> Any:
-    """Run one command (``run``) inside its annotated span; ``outcome`` reads the result."""
+            outcome: Callable[[_Call, Any], dict[str, Any]],
+            failure: dict[str, Any] | None = None,
+            swallowed: dict[str, Any] | None = None) -> Any:
+    """Run one command (``run``) inside its annotated span; ``outcome`` reads the result;
+    ``failure``: the span's data when the command raises, plus ``swallowed`` when pymemcache
+    answers a default instead."""
     try:
         call = _begin(tracer, instance, command, keys, ttl)
     except Exception as exc:
@@ -156,7 +188,10 @@ def _traced(tracer: trace.Tracer, instance: Any, command: str, keys: Collection[
     try:
         result = run()
     except BaseException as exc:
-        _finish(call, exc, {})
+        attrs = dict(failure or {})
+        if swallowed and isinstance(exc, Exception) and _SWALLOWED.get():
+            attrs.update(swallowed)
+        _finish(call, exc, attrs)
         raise
     finally:
         _CURRENT.reset(token)
@@ -186,7 +221,7 @@ def _read_outcome(expect_cas: bool) -> Callable[[_Call, Any], dict[str, Any]]:
 def _fetch_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
-        if not is_instrumentation_enabled():
+        if not _enabled():
             return wrapped(*args, **kwargs)
         command = _text(_arg(args, kwargs, 0, "name"))
         keys = _arg(args, kwargs, 1, "keys")
@@ -196,7 +231,8 @@ def _fetch_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         outcome = _read_outcome(bool(_arg(args, kwargs, 2, "expect_cas")))
         return _traced(tracer, instance, command, keys, None,
-                       lambda: wrapped(*args, **kwargs), outcome)
+                       lambda: wrapped(*args, **kwargs), outcome,
+                       swallowed={Attr.CACHE_HIT: False})  # answered as a miss
 
     return wrapper
 
@@ -204,7 +240,7 @@ def _fetch_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
 def _store_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
-        if not is_instrumentation_enabled():
+        if not _enabled():
             return wrapped(*args, **kwargs)
         command = _text(_arg(args, kwargs, 0, "name"))
         values = _arg(args, kwargs, 1, "values")
@@ -225,7 +261,7 @@ def _store_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
 
         return _traced(tracer, instance, command, list(values),
                        _arg(args, kwargs, 2, "expire"), lambda: wrapped(*args, **kwargs),
-                       outcome)
+                       outcome, {Attr.CACHE_WRITE: False})
 
     return wrapper
 
@@ -248,7 +284,7 @@ def _deleted_keys(instance: Any, cmds: Any) -> list[str]:
 def _misc_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
-        if not is_instrumentation_enabled():
+        if not _enabled():
             return wrapped(*args, **kwargs)
         command = _text(_arg(args, kwargs, 1, "cmd_name"))
         cmds = _arg(args, kwargs, 0, "cmds")
@@ -263,7 +299,7 @@ def _misc_wrapper(tracer: trace.Tracer) -> Callable[..., Any]:
 def _extract_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> Any:
     """Add the size of each value read (``VALUE <key> <flags> <bytes>``) to the command."""
-    call = _CURRENT.get() if is_instrumentation_enabled() else None
+    call = _CURRENT.get() if _enabled() else None
     result = wrapped(*args, **kwargs)
     if call is not None:
         line = _arg(args, kwargs, 1, "line")
@@ -273,6 +309,27 @@ def _extract_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
         except (AttributeError, IndexError, ValueError, TypeError):
             pass  # a subclass's own protocol: sizes come from the values instead
     return result
+
+
+def _swallowing_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+    """``HashClient._safely_run_func(client, func, ...)`` / ``_safely_run_set_many``: with
+    ``ignore_exc`` a failure of the cache command inside never reaches the application, so
+    OpenTelemetry's span (which would record it: a Sentry issue) is suppressed and this
+    module's own span reports the failure without an exception."""
+    if (not is_instrumentation_enabled() or getattr(instance, "ignore_exc", False) is not True
+            or _SWALLOWED.get()):
+        return wrapped(*args, **kwargs)
+    if getattr(wrapped, "__name__", None) == "_safely_run_func":
+        func = _arg(args, kwargs, 1, "func")
+        if getattr(func, "__name__", None) not in _CACHE_METHODS:
+            return wrapped(*args, **kwargs)  # incr, touch, close...: OpenTelemetry's span
+    token = _SWALLOWED.set(True)
+    try:
+        with suppress_instrumentation():
+            return wrapped(*args, **kwargs)
+    finally:
+        _SWALLOWED.reset(token)
 
 
 class PymemcacheInstrumentor(BridgeInstrumentor):
@@ -287,7 +344,16 @@ class PymemcacheInstrumentor(BridgeInstrumentor):
         wrap_function_wrapper(module, "Client._store_cmd", _store_wrapper(tracer))
         wrap_function_wrapper(module, "Client._misc_cmd", _misc_wrapper(tracer))
         wrap_function_wrapper(module, "Client._extract_value", _extract_wrapper)
+        for name in _SWALLOWING_METHODS:
+            wrap_function_wrapper("pymemcache.client.hash", f"HashClient.{name}",
+                                  _swallowing_wrapper)
+        for name in _POOLED_SWALLOWING:
+            wrap_function_wrapper(module, f"PooledClient.{name}", _swallowing_wrapper)
 
     def _unpatch(self, **kwargs: Any) -> None:
         for name in _WRAPPED:
             unwrap(_Client, name)
+        for name in _SWALLOWING_METHODS:
+            unwrap(_HashClient, name)
+        for name in _POOLED_SWALLOWING:
+            unwrap(_PooledClient, name)
