@@ -19,6 +19,7 @@ from . import _live_exceptions, _log_breadcrumbs
 from ._internal_errors import handle_internal_errors, logger
 from ._mapping import MappedTransaction, MappingContext
 from ._mapping.error_inputs import ErrorInputs, LogRecordTuple, complete_errors
+from ._mapping.errors import replaced_messages
 from ._mapping.values import hex_trace
 from ._sdk_events import SENT_BY_SDK
 from .config import BridgeConfig
@@ -64,7 +65,9 @@ def complete_error_inputs(
     sent = SENT_BY_SDK.get(hex_trace(trace_id))
     if not (logs or live or sent):
         return
-    inputs = ErrorInputs(live=live, logs=logs, sent_by_sdk=sent)
+    # messages records gave instead of str(exception): replaced in the live chains too
+    messages = replaced_messages(s for s in (root, *children) if s.events) if live else {}
+    inputs = ErrorInputs(live=live, logs=logs, sent_by_sdk=sent, messages=messages)
     mapped.errors, skipped = complete_errors(mapped.errors, inputs, ctx.send_pii)
     if skipped:
         logger.debug("otel-sentry-bridge: %d error event(s) of trace %s not sent: sentry-sdk "

@@ -522,11 +522,16 @@ def test_orm_span_dropped_only_beside_the_same_query_of_the_driver() -> None:
         _driver_query(factory, "SELECT 4")  # the driver's span before, not inside: both kept
         _orm_span(factory, "SELECT 4").end()
         _orm_span(factory, "SELECT 5").end()  # SQLAlchemy alone: kept
+        orm = _orm_span(factory, "SELECT 6")  # the same query under another parent: both kept
+        with factory.span("batch", lib="app"):
+            _driver_query(factory, "SELECT 6")
+        orm.end()
     assert _mapped_origins(factory) == [
         *[(ORIGIN_PSYCOPG, "SELECT 1")] * 3,
         (SQLALCHEMY_ORIGIN, "SELECT 2"), (ORIGIN_PSYCOPG, "SELECT 3"),
         (ORIGIN_PSYCOPG, "SELECT 4"), (SQLALCHEMY_ORIGIN, "SELECT 4"),
         (SQLALCHEMY_ORIGIN, "SELECT 5"),
+        (SQLALCHEMY_ORIGIN, "SELECT 6"), ("auto.otel.app", "batch"), (ORIGIN_PSYCOPG, "SELECT 6"),
     ]
 
 

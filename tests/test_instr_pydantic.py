@@ -27,6 +27,8 @@ from flask import Flask, request
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otel_sentry_bridge_instrumentation.pydantic import (
     INPUT_LENGTH,
     ORIGIN,
@@ -349,6 +351,23 @@ def test_failure_as_a_breadcrumb(capture_factory: Callable[..., BridgeCapture], 
     assert "hunter2" not in data_of(event)
 
 
+@pytest.mark.parametrize("setting", ["event", "breadcrumb"])
+def test_exception_attributes_hold_no_input_values(
+    capture_factory: Callable[..., BridgeCapture], setting: str,
+) -> None:
+    """What other OpenTelemetry exporters see of a failure (the exception event, or the
+    breadcrumb event with the exception's message): no input value."""
+    capture = capture_factory(validation_errors=setting)
+    exported = InMemorySpanExporter()
+    capture.tracer_provider.add_span_processor(SimpleSpanProcessor(exported))
+    assert isinstance(in_request(capture, _caught(lambda: Customer.model_validate(BAD))),
+                      ValidationError)
+    (attributes,) = [dict(e.attributes or {}) for s in exported.get_finished_spans()
+                     for e in s.events]
+    assert attributes["exception.message"].startswith("2 validation errors for Customer: ")
+    assert SECRET_INPUT not in json.dumps(attributes) and "hunter2" not in json.dumps(attributes)
+
+
 def test_failure_off_only_marks_the_span(capture_factory: Callable[..., BridgeCapture]) -> None:
     capture = capture_factory(validation_errors="off")
     event = _later_error(capture, _caught(lambda: Customer.model_validate(BAD)))
@@ -410,6 +429,131 @@ def test_an_error_escaping_the_view_is_one_event_without_input_values(
     else:  # Flask's event, with the breadcrumb
         assert event["contexts"]["trace"]["op"] == Op.HTTP_SERVER
         assert CATEGORY in [c["category"] for c in event["breadcrumbs"]["values"]]
+
+
+def _validate_billing() -> None:
+    Customer.model_validate(BAD)
+
+
+def _validate_shipping() -> None:
+    Customer.model_validate(BAD)
+
+
+def test_same_failure_at_two_places_is_two_events(
+    capture_factory: Callable[..., BridgeCapture],
+) -> None:
+    """Same model, same field errors (so the same message without input values), same
+    innermost frame (pydantic's): two exceptions all the same, each with its own caller."""
+    capture = capture_factory(validation_errors="event")
+
+    def both() -> None:
+        _caught(_validate_billing)()
+        _caught(_validate_shipping)()
+
+    in_request(capture, both)
+    found = events(capture)
+    callers = sorted(
+        {f["function"] for f in e["exception"]["values"][-1]["stacktrace"]["frames"]}
+        & {"_validate_billing", "_validate_shipping"}
+        for e in found
+    )
+    assert callers == [{"_validate_billing"}, {"_validate_shipping"}]
+    spans = {s["span_id"] for s in validation_spans(only_transaction(capture))}
+    assert {e["contexts"]["trace"]["span_id"] for e in found} == spans
+
+
+def test_failures_alike_at_one_place_are_one_event(
+    capture_factory: Callable[..., BridgeCapture],
+) -> None:
+    """A loop validating rows: each failure is a span of its own, but the same failure from the
+    same line is one event (records of one exception are told apart by place, not count)."""
+    capture = capture_factory(validation_errors="event")
+    in_request(capture, lambda: [_caught(_validate_billing)() for _ in range(3)])
+    assert [s["status"] for s in validation_spans(only_transaction(capture))] == [
+        "invalid_argument"] * 3
+    (event,) = events(capture)
+    assert event["exception"]["values"][-1]["mechanism"]["handled"] is True
+
+
+def test_a_caught_and_an_escaping_failure_are_two_events(
+    capture_factory: Callable[..., BridgeCapture],
+) -> None:
+    """The view catches one failure, then another escapes (Flask records it again): the
+    escaping one is unhandled, the caught one stays handled, each with its own caller."""
+    capture = capture_factory(validation_errors="event")
+    app = Flask("shop")
+
+    @app.post("/orders")
+    def create() -> dict[str, Any]:
+        _caught(_validate_billing)()
+        _validate_shipping()
+        return {}
+
+    FlaskInstrumentor().instrument_app(app, tracer_provider=capture.tracer_provider)
+    try:
+        assert app.test_client().post("/orders", json={}).status_code == 500
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)
+    outcome = {}
+    for event in events(capture):
+        value = event["exception"]["values"][-1]
+        (caller,) = {f["function"] for f in value["stacktrace"]["frames"]} & {
+            "_validate_billing", "_validate_shipping"}
+        outcome[caller] = value["mechanism"]
+    assert outcome == {"_validate_billing": {"type": ORIGIN, "handled": True},
+                       "_validate_shipping": {"type": "auto.otel.flask", "handled": False}}
+
+
+@pytest.mark.parametrize("setting", ["event", "breadcrumb"])
+def test_a_failure_raised_from_is_sent_without_input_values(
+    capture_factory: Callable[..., BridgeCapture], setting: str,
+) -> None:
+    """``raise ImportFailed(...) from exc``: the ValidationError is in the chain of the error
+    that escapes; its message there is the bridge's too, not ``str(exc)``."""
+    capture = capture_factory(validation_errors=setting)
+
+    def work() -> None:
+        try:
+            Customer.model_validate(BAD)
+        except ValidationError as exc:
+            raise LookupError("import failed") from exc
+
+    tracer = capture.tracer_provider.get_tracer("app")
+    with pytest.raises(LookupError), tracer.start_as_current_span("import"):
+        work()
+    found = events(capture)
+    (failed,) = [e for e in found if e["exception"]["values"][-1]["type"] == "LookupError"]
+    cause, main = failed["exception"]["values"]
+    assert cause["type"] == "ValidationError" and main["value"] == "import failed"
+    assert cause["value"] == ("2 validation errors for Customer: age [int_parsing], "
+                              "address.zip [missing]")
+    assert [e["exception"]["values"][-1]["type"] for e in found].count("ValidationError") == (
+        1 if setting == "event" else 0)
+    for event in found:
+        assert SECRET_INPUT not in data_of(event) and "hunter2" not in data_of(event)
+
+
+def test_a_long_failure_raised_from_is_sent_without_input_values(
+    capture_factory: Callable[..., BridgeCapture],
+) -> None:
+    """``str(exc)`` longer than what the live chain keeps of a message: recognised all the
+    same (the digest is of the part kept)."""
+    capture = capture_factory()
+    rows = [SECRET_INPUT * 40] * 100  # str(exc) quotes each row: far over 16 kB
+
+    def work() -> None:
+        try:
+            TypeAdapter(list[int]).validate_python(rows)
+        except ValidationError as exc:
+            raise LookupError("import failed") from exc
+
+    tracer = capture.tracer_provider.get_tracer("app")
+    with pytest.raises(LookupError), tracer.start_as_current_span("import"):
+        work()
+    (event,) = events(capture)
+    cause, _main = event["exception"]["values"]
+    assert cause["value"].startswith("100 validation errors for list[int]: 0 [int_parsing]")
+    assert SECRET_INPUT not in data_of(event)
 
 
 def test_fastapi_request_gets_body_and_response_spans_not_parameter_spans(

@@ -29,6 +29,8 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from otel_sentry_bridge_instrumentation.strawberry import (
     BridgeTracingExtension,
@@ -449,6 +451,33 @@ def test_variables_only_with_pii(bridge: Callable[..., BridgeCapture]) -> None:
     assert "hunter2" not in str(event)
 
 
+def test_exception_attributes_quote_no_document_and_no_variable(
+    bridge: Callable[..., BridgeCapture],
+) -> None:
+    """What other OpenTelemetry exporters see of a GraphQL error: ``str(GraphQLError)`` quotes
+    the document's lines around the error (its literals) and a bad variable's value; the
+    recorded ``exception.message`` and ``exception.stacktrace`` do not."""
+    capture = bridge()
+    exported = InMemorySpanExporter()
+    capture.tracer_provider.add_span_processor(SimpleSpanProcessor(exported))
+    schema = make_schema()
+    schema.execute_sync('query Broken { order(orderId: 7) { id } lines(q: "bob@example.com"')
+    bad = schema.execute_sync("query O($id: Int!) { order(orderId: $id) { id } }",
+                              variable_values={"id": "bob@example.com"})
+    assert "bob@example.com" in str((bad.errors or [])[0])  # what OpenTelemetry would record
+    records = [dict(e.attributes or {}) for s in exported.get_finished_spans()
+               for e in s.events if e.name == "exception"]
+    assert {r["exception.type"].rpartition(".")[2] for r in records} == {
+        "GraphQLSyntaxError", "GraphQLError"}
+    for record in records:
+        assert "bob@example.com" not in json.dumps(record)
+        assert record["exception.stacktrace"].startswith("Traceback (most recent call last):")
+        assert record["exception.stacktrace"].rstrip().endswith(record["exception.message"])
+    found = events(capture)
+    assert len(found) == 2 and "bob@example.com" not in json.dumps(found)
+    assert all(e["exception"]["values"][-1]["stacktrace"]["frames"] for e in found)
+
+
 # --------------------------------------------------------------------------------------------
 # Inside HTTP servers: the request's transaction is named after the operation
 # --------------------------------------------------------------------------------------------
@@ -704,6 +733,31 @@ def test_document_and_messages_are_filtered() -> None:
     assert len(flat) == 50
     assert "graphql.variables.none" not in flat
     assert flat.get("graphql.variables.list", ["1", "a"]) == ["1", "a"]
+
+
+def test_broken_literals_leave_nothing_of_their_value() -> None:
+    """A document that does not parse is sent too (with its syntax error): a string broken by
+    a line break hides the rest; a number glued to letters goes whole."""
+    assert document_text('{ a(s: "bob\nsmith@example.com", n: 1) { b } }', False) == (
+        '{ a(s: "[Filtered]"')
+    assert document_text("{ a(h: 0xDEADBEEF, n: 12ab, e: 1.5E+3) }", False) == (
+        '{ a(h: "[Filtered]", n: "[Filtered]", e: "[Filtered]") }')
+
+
+def test_secret_keys_inside_lists_and_deep_variables_stay_filtered() -> None:
+    """With PII, variables are sent, but never the values of secret-looking keys: also inside
+    a list item or a mapping nested deeper than the flattening goes."""
+    deep: dict[str, Any] = {"password": "hunter2", "city": "Lyon"}
+    for _ in range(6):
+        deep = {"d": deep}
+    flat = flat_variables({"users": [{"email": "a@b.c", "password": "hunter2"}, 7],
+                           "deep": deep}, "graphql.variables")
+    assert "hunter2" not in json.dumps(flat)
+    assert json.loads(flat["graphql.variables.users"][0]) == {
+        "email": "a@b.c", "password": "[Filtered]"}
+    assert flat["graphql.variables.users"][1] == "7"
+    (deepest,) = [v for k, v in flat.items() if k.startswith("graphql.variables.deep")]
+    assert "Lyon" in deepest and "[Filtered]" in deepest
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ The pipeline knows three things the spans do not hold and hands them in as
 - the exception chains read from the live exceptions when ``Span.record_exception`` was called
   (``_live_exceptions.py``): a chain whose main exception is the event's (same type, value and
   innermost frame, the key ``error_events`` groups records by) replaces the frames parsed from
-  ``exception.stacktrace`` (an event whose message was replaced takes the unclaimed chain of its
-  type and innermost frame); without one the parsed frames stay;
+  ``exception.stacktrace``; without one the parsed frames stay. A message that a record
+  replaced (``sentry.exception.message_digest``: private data left out) is replaced in the
+  chains too, the main exception's and those it was raised from;
 - the ``logging`` records made while a span of the transaction was current
   (``_log_breadcrumbs.py``): merged into each event's breadcrumbs, up to the error; a record
   that logs the event's own exception (``exc_info``) is the event, not a breadcrumb of it;
@@ -16,12 +17,12 @@ The pipeline knows three things the spans do not hold and hands them in as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .breadcrumbs import MAX_BREADCRUMBS, log_crumb
-from .errors import dedupe_key
+from .errors import common_tail, dedupe_key, message_digest
 from .scrub import scrub_text
 from .values import MAX_VALUE_CHARS, text_or_none
 
@@ -45,6 +46,9 @@ class ErrorInputs:
     logs: Sequence[LogRecordTuple] = ()
     #: exceptions sentry-sdk sent in this trace
     sent_by_sdk: Sequence[ExceptionKey] = field(default_factory=tuple)
+    #: the messages records gave instead of ``str(exception)``, by exception type (as
+    #: ``exception.type`` says it) and digest of ``str(exception)`` (``errors.replaced_messages``)
+    messages: Mapping[tuple[Any, str], str] = field(default_factory=dict)
 
 
 def same_exception(main: dict[str, Any], other: ExceptionKey, send_pii: bool) -> bool:
@@ -106,20 +110,40 @@ def _main_frames(parsed: list[dict[str, Any]], live: list[dict[str, Any]]) -> li
     return live
 
 
-def _by_place(
-    live: dict[tuple[Any, ...], Sequence[dict[str, Any]]], errors: list[dict[str, Any]]
-) -> dict[tuple[Any, ...], Sequence[dict[str, Any]]]:
-    """The chains no event has the message of (its record replaced the message: private data
-    left out), by exception type and innermost frame: that event's chain all the same."""
-    claimed = {dedupe_key(error["exception"]["values"]) for error in errors}
-    out: dict[tuple[Any, ...], Sequence[dict[str, Any]]] = {}
-    for key, chain in live.items():
-        if key not in claimed and key[2] is not None:
-            place = (key[0], key[2])
-            known = out.get(place)
-            if known is None or len(chain[-1]["frames"]) > len(known[-1]["frames"]):
-                out[place] = chain
-    return out
+def _without_private_messages(
+    chain: Sequence[dict[str, Any]], messages: dict[tuple[str, str], str]
+) -> Sequence[dict[str, Any]]:
+    """``chain`` with each message a record replaced (by short type name and digest) replaced
+    the same way: the event's own exception is then recognised, and no exception it was raised
+    from shows the private data its record left out."""
+    out: list[dict[str, Any]] | None = None
+    for index, item in enumerate(chain):
+        value = item.get("value")
+        if not isinstance(value, str):
+            continue
+        better = messages.get((str(item.get("type")), message_digest(value)))
+        if better is not None:
+            out = list(chain) if out is None else out
+            out[index] = {**item, "value": better}
+    return chain if out is None else out
+
+
+def _live_chain(
+    chains: Sequence[Sequence[dict[str, Any]]], values: Sequence[dict[str, Any]]
+) -> Sequence[dict[str, Any]] | None:
+    """Of the live chains of the event's key (two exceptions may have one message and
+    innermost frame), the longest whose frames are the innermost part of the event's stack
+    trace; else the one sharing the most innermost frames with it."""
+    if not chains:
+        return None
+    parsed = values[-1].get("stacktrace", {}).get("frames", [])
+
+    def fit(chain: Sequence[dict[str, Any]]) -> tuple[bool, int, int]:
+        frames = chain[-1]["frames"]
+        shared = common_tail(parsed, frames)
+        return shared == len(frames), shared, len(frames)
+
+    return max(chains, key=fit)
 
 
 def complete_errors(
@@ -127,14 +151,14 @@ def complete_errors(
 ) -> tuple[list[dict[str, Any]], int]:
     """``errors`` (of one transaction) with ``inputs`` applied; also how many were left out
     because sentry-sdk sent them."""
-    live: dict[tuple[Any, ...], Sequence[dict[str, Any]]] = {}
+    messages = {(str(kind).rpartition(".")[2], digest): text
+                 for (kind, digest), text in inputs.messages.items()}
+    live: dict[tuple[Any, ...], list[Sequence[dict[str, Any]]]] = {}
     for chain in inputs.live:
         if chain:
-            key = _live_key(chain, send_pii)
-            known = live.get(key)
-            if known is None or len(chain[-1]["frames"]) > len(known[-1]["frames"]):
-                live[key] = chain  # the longest, as error_events keeps the longest trace
-    unclaimed = _by_place(live, errors) if live else {}
+            if messages:
+                chain = _without_private_messages(chain, messages)
+            live.setdefault(_live_key(chain, send_pii), []).append(chain)
     out: list[dict[str, Any]] = []
     skipped = 0
     for error in errors:
@@ -143,10 +167,7 @@ def complete_errors(
         if any(same_exception(main, sent, send_pii) for sent in inputs.sent_by_sdk):
             skipped += 1
             continue
-        key = dedupe_key(values)
-        found = live.get(key) if live else None
-        if found is None and unclaimed:
-            found = unclaimed.get((key[0], key[2]))
+        found = _live_chain(live.get(dedupe_key(values), ()), values) if live else None
         if found is not None:
             error["exception"]["values"] = _with_live(values, found, send_pii)
         if inputs.logs:

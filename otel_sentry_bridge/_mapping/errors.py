@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -42,8 +43,8 @@ from .scrub import scrub_text
 from .values import MAX_TAG_CHARS, MAX_VALUE_CHARS, clean_value, seconds, text_or_none
 
 __all__ = [
-    "MAX_BREADCRUMBS", "MAX_CHAIN", "MAX_FRAMES", "breadcrumb_trail", "dedupe_key",
-    "error_events", "message_digest", "parse_traceback",
+    "MAX_BREADCRUMBS", "MAX_CHAIN", "MAX_FRAMES", "breadcrumb_trail", "common_tail",
+    "dedupe_key", "error_events", "message_digest", "parse_traceback", "replaced_messages",
 ]
 
 #: Longest ``capture.<key>.json`` text decoded, and deepest structure kept from it.
@@ -121,17 +122,17 @@ def _json_structure(text: str) -> dict[str, Any] | list[Any] | None:
 
 
 def message_digest(text: str) -> str:
-    """What :data:`EXCEPTION_MESSAGE_DIGEST` holds for a message: BLAKE2b (16 bytes, hex)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    """What :data:`EXCEPTION_MESSAGE_DIGEST` holds for a message: BLAKE2b (16 bytes, hex) of
+    its first :data:`MAX_VALUE_CHARS` characters (as much as a live exception's chain keeps)."""
+    data = text[:MAX_VALUE_CHARS].encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _replaced_messages(
-    recorded: Sequence[tuple[ReadableSpan, dict[str, Any]]],
-) -> dict[tuple[Any, str], str]:
+def replaced_messages(spans: Iterable[ReadableSpan]) -> dict[tuple[Any, str], str]:
     """The messages that replace ``str(exception)``, by exception type and digest (from any
     span event saying so: an ``exception``, or a breadcrumb about one)."""
     out: dict[tuple[Any, str], str] = {}
-    for span, _mapped in recorded:
+    for span in spans:
         for event in span.events:
             attrs = event.attributes or {}
             digest = attrs.get(EXCEPTION_MESSAGE_DIGEST)
@@ -165,6 +166,85 @@ def dedupe_key(values: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
     return main["type"], main.get("value"), innermost
 
 
+def common_tail(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> int:
+    """How many innermost frames two stack traces share (compared by file and line)."""
+    count = 0
+    for x, y in zip(reversed(a), reversed(b), strict=False):
+        if x["abs_path"] != y["abs_path"] or x.get("lineno") != y.get("lineno"):
+            break
+        count += 1
+    return count
+
+
+def _frames(values: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = values[-1].get("stacktrace", {}).get("frames", [])
+    return frames
+
+
+class _Lineage:
+    """Which spans of the transaction enclose which (the parent map is built when first
+    needed: most transactions have one record per exception)."""
+
+    def __init__(self, spans: Sequence[dict[str, Any]], recorded: Sequence[Any]) -> None:
+        self._sources = (spans, [mapped for _span, mapped in recorded])
+        self._parent: dict[str, Any] | None = None
+        self._ancestors: dict[str, set[str]] = {}
+
+    def ancestors(self, span_id: str) -> set[str]:
+        known = self._ancestors.get(span_id)
+        if known is not None:
+            return known
+        if self._parent is None:
+            self._parent = {s["span_id"]: s.get("parent_span_id")
+                            for source in self._sources for s in source}
+        out: set[str] = set()
+        node = self._parent.get(span_id)
+        while isinstance(node, str) and node not in out and len(out) < 10_000:
+            out.add(node)
+            node = self._parent.get(node)
+        self._ancestors[span_id] = out
+        return out
+
+    def related(self, a: str, b: str) -> bool:
+        """Is one span the other or inside it?"""
+        return a == b or a in self.ancestors(b) or b in self.ancestors(a)
+
+
+@dataclass(slots=True)
+class _Found:
+    """One exception and its records (see :func:`error_events`)."""
+
+    #: the first record's time, the longest stack trace's values, the first record's span
+    when: int
+    values: list[dict[str, Any]]
+    span: dict[str, Any]
+    #: ``(time, attributes)`` of every record, the first first; the spans that recorded it
+    records: list[tuple[int, Any]] = field(default_factory=list)
+    span_ids: set[str] = field(default_factory=set)
+    #: the last record's time and mechanism: the span it escaped furthest says whether it
+    #: was handled (the longest stack trace may be another record's)
+    latest: tuple[int, dict[str, Any]] | None = None
+
+
+def _same_exception(
+    same: list[_Found], span_id: str, frames: list[dict[str, Any]], lineage: _Lineage
+) -> _Found | None:
+    """The exception (of those with the record's key) the record is another record of: one
+    whose stack trace is the record's or its innermost part (or the other way round), or one
+    recorded on the record's span or a span enclosing it or inside it (an exception escapes
+    outwards, re-raised on its way); of those, the one sharing the most innermost frames."""
+    best, most = None, -1
+    for one in same:
+        theirs = _frames(one.values)
+        shared = common_tail(theirs, frames)
+        if shared > most and (
+            shared == min(len(theirs), len(frames))
+            or any(lineage.related(span_id, other) for other in one.span_ids)
+        ):
+            best, most = one, shared
+    return best
+
+
 def error_events(
     recorded: Sequence[tuple[ReadableSpan, dict[str, Any]]],
     transaction: dict[str, Any],
@@ -176,14 +256,13 @@ def error_events(
     ``recorded``: ``(span, its mapped span dict)`` for spans with events, in any order. The same
     exception recorded by each span it escaped (nested ``with`` blocks) gives one event: the
     longest stack trace, and the trace context of the span that recorded it first (the one
-    closest to where it was raised).
+    closest to where it was raised). Records are of one exception when they have the same
+    type, message and innermost frame, and one's stack trace is the other's innermost part or
+    one's span is the other's or encloses it (:func:`_same_exception`): the same failure raised
+    from two places under two sibling spans (a helper called twice) is two events.
     """
-    found: dict[tuple[Any, ...], tuple[int, list[dict[str, Any]], dict[str, Any]]] = {}
-    records: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
-    #: the mechanism of each exception's last record: the span it escaped furthest says
-    #: whether it was handled (the longest stack trace may be another record's)
-    latest: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
-    replaced = _replaced_messages(recorded)
+    replaced = replaced_messages(span for span, _mapped in recorded)
+    records: list[tuple[int, dict[str, Any], list[dict[str, Any]], Any]] = []
     for span, mapped in recorded:
         status = span.status.status_code if span.status is not None else StatusCode.UNSET
         for event in span.events:
@@ -196,32 +275,32 @@ def error_events(
             handled = (explicit if type(explicit) is bool
                        else not (_escaped(attrs) or status is StatusCode.ERROR))
             values = _values(attrs, mapped["origin"], handled, ctx.send_pii)
-            key = dedupe_key(values)
-            when = event.timestamp or 0
-            records.setdefault(key, []).append((when, attrs))
-            if when >= latest.get(key, (-1, None))[0]:
-                latest[key] = (when, values[-1]["mechanism"])
-            previous = found.get(key)
-            if previous is None:
-                found[key] = (when, values, mapped)
-                continue
-            first_when, first_values, first_span = previous
-            frames = len(values[-1].get("stacktrace", {}).get("frames", ()))
-            kept = first_values
-            if frames > len(first_values[-1].get("stacktrace", {}).get("frames", ())):
-                kept = values
-            if when < first_when:
-                found[key] = (when, kept, mapped)
-            else:
-                found[key] = (first_when, kept, first_span)
+            records.append((event.timestamp or 0, mapped, values, attrs))
+    records.sort(key=lambda r: r[0])  # as the exceptions escaped: innermost record first
+    found: dict[tuple[Any, ...], list[_Found]] = {}
+    lineage = _Lineage(spans, recorded)
+    for when, mapped, values, attrs in records:
+        frames = _frames(values)
+        same = found.setdefault(dedupe_key(values), [])
+        one = _same_exception(same, mapped["span_id"], frames, lineage) if same else None
+        if one is None:
+            one = _Found(when, values, mapped)
+            same.append(one)
+        elif len(frames) > len(_frames(one.values)):
+            one.values = values
+        one.records.append((when, attrs))
+        one.span_ids.add(mapped["span_id"])
+        one.latest = (when, values[-1]["mechanism"])  # the last record's, so far
     trail = breadcrumb_trail(recorded, spans, ctx.send_pii) if found else []
     out: list[dict[str, Any]] = []
-    for key, (when, values, mapped) in found.items():
-        values[-1]["mechanism"] = latest[key][1]
-        error = _event(when, values, mapped, transaction)
+    for one in (one for same in found.values() for one in same):
+        when, values = one.when, one.values
+        if one.latest is not None:
+            values[-1]["mechanism"] = one.latest[1]
+        error = _event(when, values, one.span, transaction)
         extra: dict[str, Any] = {}
         # the record closest to the raise (the earliest) wins where two disagree
-        for _when, attrs in sorted(records.get(key, ()), key=lambda r: r[0]):
+        for _when, attrs in one.records:
             _merge_extras(extra, attrs)
         if extra.get("fingerprint"):
             error["fingerprint"] = extra["fingerprint"]

@@ -10,6 +10,7 @@ the error's ``path`` and ``locations`` as ``capture.*`` attributes (the Sentry e
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -121,12 +122,11 @@ class ErrorRecorder:
         self.count += 1
         attrs = self._attributes(path, locations)
         if isinstance(exc, GraphQLError):
-            # str(GraphQLError) quotes the document around the error: only its message
+            # str(GraphQLError) quotes the document around the error (literals, a bad
+            # variable's value): only its message, in the stack trace's last line too
             message = safe_message(exc.message, self.send_pii)
             attrs["exception.message"] = message
-            if exc.__traceback__ is None:
-                kind = type(exc)
-                attrs["exception.stacktrace"] = f"{kind.__module__}.{kind.__qualname__}: {message}"
+            attrs["exception.stacktrace"] = _stacktrace(exc, message)
         span.record_exception(exc, attributes=attrs, escaped=True)
 
     def record_result_error(self, span: Span, error: GraphQLError) -> None:
@@ -145,6 +145,16 @@ class ErrorRecorder:
         if exc is not error:
             self.seen[id(error)] = error
         self.record(span, exc, path_text(error.path), locations or None)
+
+
+def _stacktrace(exc: GraphQLError, message: str) -> str:
+    """The error's own traceback (if it was raised), its last line saying ``message``."""
+    kind = type(exc)
+    last = f"{kind.__module__}.{kind.__qualname__}: {message}"
+    if exc.__traceback__ is None:
+        return last
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{last}\n"
 
 
 def field_locations(field_nodes: Sequence[Any]) -> list[str] | None:
