@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .validation_text import filter_validation_inputs
 from .values import INT_MAX, INT_MIN, MAX_VALUE_CHARS, clean_value
 
 FILTERED = "[Filtered]"
@@ -51,10 +52,13 @@ _URL_CREDENTIALS_IN_TEXT = re.compile(r"(//)[^/\s@'\"]+@")
 
 
 def scrub_text(text: str, send_pii: bool) -> str:
-    """Free text (an error message): URL credentials always, query strings unless PII."""
+    """Free text (an error message, a status description): URL credentials always; unless PII,
+    query strings and the input values a pydantic / FastAPI validation error quotes."""
     text = _URL_CREDENTIALS_IN_TEXT.sub(r"\1[Filtered]@", text)
-    if not send_pii and "?" in text:
-        text = _URL_QUERY_IN_TEXT.sub(r"\1[Filtered]", text)
+    if not send_pii:
+        if "?" in text:
+            text = _URL_QUERY_IN_TEXT.sub(r"\1[Filtered]", text)
+        text = filter_validation_inputs(text)
     return text
 
 
