@@ -11,12 +11,20 @@ import decimal
 import enum
 import numbers
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import (
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    Tracer,
+    TracerProvider,
+)
 
 from . import caching
 from ._internal_errors import warn_once
@@ -199,3 +207,27 @@ def cache_context(span: Span, ctx: Context) -> Context:
     """As ``caching.CacheOperation``: a cache client instrumentation called inside reports to
     this span (``caching.active_cache_span``) instead of counting the same lookup twice."""
     return caching.mark_cache_span(span, ctx)
+
+
+#: Tracers of the providers given explicitly (``span(..., tracer_provider=p)`` made anew at
+#: each call must not pay ``get_tracer`` each time).
+_BY_PROVIDER: weakref.WeakKeyDictionary[object, Tracer | None] = weakref.WeakKeyDictionary()
+
+
+def tracer_of(provider: TracerProvider, name: str, version: str) -> Tracer | None:
+    """``provider``'s tracer for custom spans, remembered per provider; ``None`` when nothing
+    would be recorded (no SDK provider yet, ``OTEL_SDK_DISABLED``)."""
+    if isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider)):
+        return None
+    try:
+        return _BY_PROVIDER[provider]
+    except (KeyError, TypeError):
+        pass
+    tracer: Tracer | None = provider.get_tracer(name, version)
+    if isinstance(tracer, NoOpTracer):
+        tracer = None
+    try:
+        _BY_PROVIDER[provider] = tracer
+    except TypeError:  # a provider that cannot be weakly referenced: not remembered
+        pass
+    return tracer

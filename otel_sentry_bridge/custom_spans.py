@@ -42,9 +42,6 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import (
     INVALID_SPAN,
-    NoOpTracer,
-    NoOpTracerProvider,
-    ProxyTracerProvider,
     Span,
     SpanKind,
     Tracer,
@@ -64,6 +61,7 @@ from ._span_values import (
     http_url,
     response_status,
     text,
+    tracer_of,
 )
 from ._span_wrappers import Run, decorate, finish
 from .conventions import Attr, Op
@@ -99,10 +97,7 @@ _ACTIVE: ContextVar[tuple[tuple[object, Run | None], ...]] = ContextVar(
 
 
 def _tracer_of(provider: TracerProvider) -> Tracer | None:
-    if isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider)):
-        return None  # no SDK provider (yet): nothing would be recorded
-    tracer = provider.get_tracer(TRACER_NAME, __version__)
-    return None if isinstance(tracer, NoOpTracer) else tracer  # OTEL_SDK_DISABLED
+    return tracer_of(provider, TRACER_NAME, __version__)
 
 
 class CustomSpan:

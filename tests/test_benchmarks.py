@@ -48,3 +48,30 @@ def test_bench_core_quick_smoke(tmp_path: Path) -> None:
                               "bridge_rate0_drop"}
     assert unsampled["bridge_sampler"]["delivered_pct_min"] == 100.0  # rate 1: everything
     assert ("6 unsampled", "rate 0, recording: (total - floor) / floor") in figures
+
+
+INSTR_BENCH = BENCH.parent / "bench_instrumentation.py"
+
+
+def test_bench_instrumentation_quick_smoke(tmp_path: Path) -> None:
+    """Every family of benchmarks/bench_instrumentation.py runs at a tiny size (no service
+    needed); only the structure is checked, never a timing."""
+    out = tmp_path / "instr.json"
+    proc = subprocess.run([sys.executable, str(INSTR_BENCH), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["errors"] == {}, data["errors"]
+    families = data["families"]
+    assert set(families) == {"cache", "pydantic_model_validate", "pydantic_init", "span",
+                             "wsgi", "strawberry"}
+    for name, family in families.items():
+        rows = family["contenders"]
+        assert len(rows) >= 4, name
+        assert rows[0]["label"] == family["baseline"], name
+        assert rows[0]["ratio"] == 1.0, name
+        for row in rows:
+            assert row["min_ns"] > 0 and len(row["samples_ns"]) == data["meta"]["rounds"], row
+        # recording contenders are checked by the harness: >= 1 span per operation sent
+        assert any((row["spans_per_op"] or 0) >= 1 for row in rows), name
+        assert f"[{name}]" in proc.stdout

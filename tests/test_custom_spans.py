@@ -626,3 +626,29 @@ def test_http_values_of_odd_methods_and_urls() -> None:
         Attr.URL_FULL[0]: "https://h.example:port/x", Attr.URL_SCHEME[0]: "https",
         Attr.SERVER_ADDRESS[0]: "h.example", Attr.SERVER_PORT[0]: 443}
     assert http_url("/relative") == {Attr.URL_FULL[0]: "/relative"}
+
+
+def test_one_tracer_per_explicit_provider() -> None:
+    """``with span(..., tracer_provider=p)`` made anew at each call asks ``p`` for a tracer
+    once (``get_tracer`` is the costly part of an unsampled call); another provider gets its
+    own."""
+
+    class CountingProvider(TracerProvider):
+        asked = 0
+
+        def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+            type(self).asked += 1
+            return super().get_tracer(*args, **kwargs)
+
+    exporter = InMemorySpanExporter()
+    provider = CountingProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for index in range(5):
+        with span(f"step {index}", tracer_provider=provider):
+            pass
+    assert CountingProvider.asked == 1
+    assert len(exporter.get_finished_spans()) == 5
+    other = CountingProvider()
+    with span("elsewhere", tracer_provider=other):
+        pass
+    assert CountingProvider.asked == 2
