@@ -43,8 +43,17 @@ Sentry.init({
   replaysOnErrorSampleRate: 1.0,
   debug: true,
 });
-// An API call of the page: it carries sentry-trace and baggage (with the replay id).
-window.addEventListener("load", () => fetch("/api/ping"));
+// An API call of the page: it carries sentry-trace and baggage (with the replay id). The replay
+// starts asynchronously (a cold Chromium can load the page first): wait for its id, 5 s at most.
+window.addEventListener("load", () => {
+  const since = Date.now();
+  const ping = () => {
+    const replay = Sentry.getReplay();
+    if ((replay && replay.getReplayId()) || Date.now() - since > 5000) fetch("/api/ping");
+    else setTimeout(ping, 20);
+  };
+  ping();
+});
 </script>
 </head>
 <body><h1>{{ title }}</h1><p>Rendered by Flask under OpenTelemetry.</p></body>

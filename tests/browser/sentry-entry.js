@@ -2,6 +2,7 @@
 // window.Sentry): @sentry/browser ships no prebuilt CDN bundle in its npm package.
 export {
   browserTracingIntegration,
+  getReplay,
   init,
   replayIntegration,
 } from "@sentry/browser";
