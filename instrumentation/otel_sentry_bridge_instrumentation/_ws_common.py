@@ -321,10 +321,12 @@ class ConnectionTrace:
 
     @guarded("websocket finish", None)
     def finish(self) -> None:
-        """Counts, close code and measurements on the connection's span; ends it if ours."""
-        if self.finished:
-            return
-        self.finished = True
+        """Counts, close code and measurements on the connection's span; ends it if ours
+        (once: two threads closing a sync connection may both get here)."""
+        with self._lock:
+            if self.finished:
+                return
+            self.finished = True
         if not self.recording:
             if self.own_span:
                 self.span.end()
