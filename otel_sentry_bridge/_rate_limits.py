@@ -1,6 +1,6 @@
 """Sentry's rate limits, as the transport learns them from Sentry's answers.
 
-The header parser is sentry-sdk's (``transport.py``, the only module that imports sentry-sdk,
+The header parser is sentry-sdk's (``transport.py``, where the bridge talks to sentry-sdk,
 passes it in).
 """
 

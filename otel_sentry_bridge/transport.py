@@ -8,7 +8,8 @@ synchronously. Here a bounded queue (count and bytes) feeds a few sender threads
 keep-alive connection; instrumentation is suppressed on them so our own requests are never
 traced. Every drop is counted and reported as a client report.
 
-Helpers that need no sentry-sdk import live beside it: rate-limit bookkeeping in
+Helpers that need no sentry-sdk import live beside it: the sender threads' loop (retries,
+backoff, client reports) in ``_transport_sender.py``, rate-limit bookkeeping in
 ``_rate_limits.py`` (given sentry-sdk's header parser from here), delivery to the sink,
 Spotlight and the envelope folder in ``_local_targets.py``. What the bridge changes in an
 app's own ``sentry_sdk.init()`` client lives in ``_sdk_hooks.py`` (the other module allowed
@@ -34,27 +35,23 @@ from ._http import HttpTarget, gzip_body
 from ._internal_errors import handle_internal_errors, logger
 from ._local_targets import LocalTargets
 from ._rate_limits import RateLimits
+from ._transport_sender import CLIENT_REPORT_INTERVAL, REPORT_TIMEOUT, _Sender
 from .config import BridgeConfig, mask_dsn
 from .conventions import SDK_NAME
 from .envelopes import (
     Outgoing,
     build_batch_envelope,
     build_check_in_envelope,
-    build_client_report,
     build_envelope,
 )
 from .reports import DropCounter
 from .version import __version__
 
+__all__ = [
+    "CLIENT_REPORT_INTERVAL", "REPORT_TIMEOUT", "USER_AGENT", "Transport", "parse_dsn",
+]
+
 USER_AGENT = f"{SDK_NAME}/{__version__}"
-CLIENT_REPORT_INTERVAL = 10.0
-#: Socket timeout of the client report sent while flushing or closing (seconds).
-REPORT_TIMEOUT = 1.0
-#: Backoff after a failed connection (seconds), then the maximum; envelopes stay queued.
-_BACKOFF_START = 0.5
-_BACKOFF_MAX = 30.0
-#: An envelope is dropped (``network_error``) after this many failed attempts.
-_MAX_ATTEMPTS = 6
 
 
 def parse_dsn(dsn: str) -> Dsn | None:
@@ -67,8 +64,12 @@ def parse_dsn(dsn: str) -> Dsn | None:
         return None
 
 
-class Transport:
-    """Bounded queue + sender threads + rate limits + client reports."""
+class Transport(_Sender):
+    """Bounded queue + sender threads + rate limits + client reports.
+
+    The sending side (send loop, retries, client reports) is ``_Sender`` in
+    ``_transport_sender.py``.
+    """
 
     def __init__(
         self,
@@ -211,13 +212,6 @@ class Transport:
             self._ensure_threads()
             self._cond.notify()
 
-    def _record_loss(self, reason: str, item: Outgoing) -> None:
-        if item.category == "internal" or item.abandoned:
-            return
-        self.drops.record(reason, item.category, item.quantity)
-        if item.spans:
-            self.drops.record(reason, "span", item.spans)
-
     def _ensure_threads(self) -> None:
         alive = [t for t in self._threads if t.is_alive()]
         self._threads = alive
@@ -228,119 +222,6 @@ class Transport:
             )
             thread.start()
             self._threads.append(thread)
-
-    # ------------------------------------------------------------------ sending
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            for target in (self.sentry, self.spotlight):
-                if target is not None:
-                    target.close()
-
-    def _loop(self) -> None:
-        with suppress_instrumentation(), suppress_http_instrumentation():
-            while True:
-                with self._cond:
-                    while not self._queue and not self._closed:
-                        self._cond.wait(timeout=CLIENT_REPORT_INTERVAL)
-                        if not self._queue:
-                            break
-                    pause = self._down_until - time.monotonic()
-                    if self._queue and pause > 0 and not self._closed and not self._flushing:
-                        self._cond.wait(timeout=min(pause, 1.0))
-                        continue
-                    if not self._queue:
-                        if self._closed:
-                            return
-                        item = None
-                    else:
-                        item = self._queue.popleft()
-                        self._queued_bytes -= len(item.body)
-                        self._in_flight += 1
-                        self._pending.append(item)
-                        self._cond.notify_all()
-                if item is None:
-                    with handle_internal_errors("transport.client_report"):
-                        self.maybe_send_client_report()
-                    continue
-                try:
-                    with handle_internal_errors("transport.send"):
-                        self._deliver(item)
-                finally:
-                    with self._cond:
-                        self._in_flight -= 1
-                        if item in self._pending:
-                            self._pending.remove(item)
-                        if item.followers and item not in self._queue:  # done, not retried
-                            for follower in reversed(item.followers):
-                                self._queue.appendleft(follower)
-                                self._queued_bytes += len(follower.body)
-                            item.followers = None
-                        self._cond.notify_all()
-                with handle_internal_errors("transport.client_report"):
-                    self.maybe_send_client_report()
-
-    def _deliver(self, item: Outgoing) -> None:
-        self.local.deliver(item.body)
-        if self.sentry is None:
-            self.sent_envelopes += 1
-            return
-        if self._rate_limits.limited(item.category):
-            self._record_loss("ratelimit_backoff", item)
-            return
-        try:
-            status, headers = self.sentry.post(item.body, compressed=item.compressed)
-        except OSError as exc:
-            item.attempts += 1
-            with self._cond:
-                now = time.monotonic()
-                if now >= self._down_until:  # one escalation per window, not per sender
-                    self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_START)
-                    self._down_until = now + self._backoff
-                if item.attempts < _MAX_ATTEMPTS and not self._closed:
-                    logger.debug("otel-sentry-bridge: send failed (%s); retrying in %.1fs",
-                                 exc, self._backoff)
-                    self._queue.appendleft(item)
-                    self._queued_bytes += len(item.body)
-                    return
-            logger.debug("otel-sentry-bridge: send failed (%s); dropped", exc)
-            self._record_loss("network_error", item)
-            return
-        if self._backoff:
-            with self._cond:
-                self._backoff = 0.0
-                self._down_until = 0.0
-        self._rate_limits.update(status, headers)
-        if status == 429:
-            self._record_loss("ratelimit_backoff", item)
-        elif status == 413:
-            self._record_loss("send_error", item)
-        elif not 200 <= status < 300:
-            self._record_loss("network_error", item)
-        else:
-            self.sent_envelopes += 1
-
-    def maybe_send_client_report(self, force: bool = False, timeout: float | None = None) -> None:
-        """Send pending drop counts (at most every 10 s unless ``force``)."""
-        now = time.monotonic()
-        if not force and now - self._last_report < CLIENT_REPORT_INTERVAL:
-            return
-        self._last_report = now
-        entries = self.drops.take()
-        if not entries:
-            return
-        body = build_client_report(entries, self._dsn_str)
-        self.local.deliver(body, spotlight=False)
-        if self.sentry is None:
-            return
-        try:
-            status, headers = self.sentry.post(body, timeout=timeout)
-            self._rate_limits.update(status, headers)
-            if not 200 <= status < 300:
-                self.drops.put_back(entries)
-        except OSError:
-            self.drops.put_back(entries)
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self, timeout: float) -> bool:
