@@ -38,8 +38,6 @@ MAX_HEADERS = 64
 MAX_VALUES = 8
 MAX_HEADER_CHARS = 4096
 
-_PII_HEADERS = SENSITIVE_HEADERS | {"baggage", "x-client-ip", "true-client-ip",
-                                    "cf-connecting-ip"}
 _METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT",
                       "TRACE", "QUERY"})
 _HEADER = Attr.HTTP_REQUEST_HEADER_PREFIX
@@ -217,7 +215,7 @@ def header_attributes(
             continue
         if len(out) >= MAX_HEADERS:
             break
-        if not send_pii and (name in _PII_HEADERS or is_secret_key(name)):
+        if not send_pii and (name in SENSITIVE_HEADERS or is_secret_key(name)):
             out[_HEADER + name] = [FILTERED]
         else:
             out[_HEADER + name] = [value[:MAX_HEADER_CHARS] for value in values[:MAX_VALUES]]
@@ -238,7 +236,11 @@ class HeaderGetter(Getter[Headers]):
     """:class:`Getter` of a request's headers (lower-case names) for ``propagate.extract``."""
 
     def get(self, carrier: Headers, key: str) -> list[str] | None:
-        return carrier.get(key.lower())
+        values = carrier.get(key.lower())
+        if not values:
+            return None
+        # The baggage propagator reads one value: several baggage header lines are one list.
+        return [",".join(values)] if key.lower() == "baggage" and len(values) > 1 else values
 
     def keys(self, carrier: Headers) -> list[str]:
         return list(carrier)

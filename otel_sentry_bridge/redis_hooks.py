@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from ._internal_errors import handle_internal_errors, logger
-from .caching import active_cache_span, report_cache_server
+from .caching import active_cache_span, item_size, report_cache_server
 from .conventions import REDIS_CACHE_GET, REDIS_CACHE_PUT, REDIS_CACHE_REMOVE, Attr
 
 _CACHE_COMMANDS = REDIS_CACHE_GET | REDIS_CACHE_PUT | REDIS_CACHE_REMOVE
@@ -30,13 +30,10 @@ def _text(value: Any) -> str:
 
 
 def _size(value: Any) -> int | None:
-    if isinstance(value, (bytes, bytearray)):
-        return len(value)
-    if isinstance(value, str):
-        return len(value.encode("utf-8"))
-    if isinstance(value, (int, float)):
+    """Bytes of a value as redis stores it: numbers as their text, the rest as ``item_size``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return len(str(value))
-    return None
+    return item_size(value)
 
 
 def cache_keys(command: str, args: tuple[Any, ...]) -> tuple[list[str], int | None]:

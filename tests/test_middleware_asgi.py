@@ -479,3 +479,19 @@ def test_fastapi_instrumented_mount_gets_the_full_route(cap: Capture, mount: str
         full, prefix[:-1], prefix, "/static", "/orders/{order_id}"]
     assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
         "opentelemetry.instrumentation.fastapi"}
+
+
+def test_repeated_baggage_header_lines_are_one_baggage() -> None:
+    """Two ``baggage`` lines (an ASGI scope keeps them apart) are read as one list: the W3C
+    baggage propagator reads only the first value it is given. The WebSocket instrumentations
+    use the same getter."""
+    from opentelemetry import baggage
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    from otel_sentry_bridge._server_request import HEADER_GETTER
+
+    ctx = W3CBaggagePropagator().extract({"baggage": ["tenant=acme", "plan=pro"]},
+                                         getter=HEADER_GETTER)
+    assert baggage.get_all(ctx) == {"tenant": "acme", "plan": "pro"}
+    assert HEADER_GETTER.get({"traceparent": ["x"]}, "Traceparent") == ["x"]
+    assert HEADER_GETTER.get({}, "baggage") is None

@@ -23,10 +23,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from otel_sentry_bridge._internal_errors import guarded
+from otel_sentry_bridge._server_request import HEADER_GETTER
 from otel_sentry_bridge.conventions import Attr, Op, Source
 
 from ._base import bridge_config
@@ -99,19 +99,6 @@ def payload_size(data: object) -> int | None:
     return None
 
 
-class _ListGetter(Getter[dict[str, list[str]]]):
-    def get(self, carrier: dict[str, list[str]], key: str) -> list[str] | None:
-        values = carrier.get(key.lower())
-        if not values:
-            return None
-        # The baggage propagator reads one value: several baggage headers are one list.
-        return [",".join(values)] if key.lower() == "baggage" else values
-
-    def keys(self, carrier: dict[str, list[str]]) -> list[str]:
-        return list(carrier)
-
-
-_GETTER = _ListGetter()
 
 
 def extract_parent(headers: Iterable[tuple[str, str]]) -> Context:
@@ -119,7 +106,7 @@ def extract_parent(headers: Iterable[tuple[str, str]]) -> Context:
     carrier: dict[str, list[str]] = {}
     for name, value in headers:
         carrier.setdefault(name.lower(), []).append(value)
-    return propagate.extract(carrier, getter=_GETTER)
+    return propagate.extract(carrier, getter=HEADER_GETTER)
 
 
 def address_attributes(local: Any, remote: Any) -> dict[str, Any]:
